@@ -262,8 +262,34 @@ TEST_P(MetadataTest, EntriesComeBackAfterServerRestart) {
   EXPECT_EQ(reader->Get("crescent/segments/back").value_or(""), "again");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, MetadataTest, ::testing::Values("http"),
+// A key another client deleted is not brought back by its owner's refresh.
+TEST_P(MetadataTest, DeletedByAnotherClientStaysDeleted) {
+  auto owner = Open();
+  ASSERT_TRUE(owner->Put("crescent/segments/gone", "x").ok());
+  auto other = Open(false);
+  ASSERT_TRUE(other->Delete("crescent/segments/gone").ok());
+  std::this_thread::sleep_for(Ttl());  // three refresh periods
+  EXPECT_EQ(other->Get("crescent/segments/gone").status().code(), StatusCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetadataTest, ::testing::Values("http", "etcd", "redis"),
                          [](const auto& info) { return info.param; });
+
+// etcd://dead,live: operations fail over to the endpoint that answers.
+TEST(EtcdMetadataTest, FailsOverToTheNextEndpoint) {
+  testing::EtcdServer etcd;
+  ASSERT_TRUE(etcd.ok());
+  uint16_t dead = testing::FreePort();
+  auto spec = ParseMetadataServer(fmt::format("etcd://127.0.0.1:{},{}", dead, etcd.endpoint()));
+  ASSERT_TRUE(spec.ok());
+  MetadataOptions o;
+  o.ttl = 2000ms;
+  auto s = OpenMetadataStore(*spec, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE((*s)->Put("crescent/segments/f", "v").ok());
+  EXPECT_EQ((*s)->Get("crescent/segments/f").value_or(""), "v");
+  EXPECT_EQ((*s)->Describe(), fmt::format("etcd://127.0.0.1:{},{}", dead, etcd.endpoint()));
+}
 
 TEST(MetadataKeysTest, Schema) {
   EXPECT_EQ(SegmentKey("crescent", "host:1234"), "crescent/segments/host:1234");
