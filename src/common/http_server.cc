@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -49,6 +50,7 @@ struct Server::Impl {
   uint16_t port = 0;
   size_t next_ioc = 0;  // acceptor thread only
   bool started = false;
+  std::atomic<bool> stopping{false};  // set by Stop(): new connections close at once
 
   std::mutex sessions_mu;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;  // guarded by sessions_mu
@@ -549,7 +551,10 @@ void Server::Impl::Accept(std::shared_ptr<Impl> self) {
         std::lock_guard lock(self->sessions_mu);
         self->sessions[s.get()] = s;
       }
-      asio::post(s->executor(), [s] { s->Start(); });
+      // Checked after the insert: Stop() either sees this session or we see
+      // its flag.
+      if (self->stopping) asio::post(s->executor(), [s] { s->Close(); });
+      else asio::post(s->executor(), [s] { s->Start(); });
     } else {
       spdlog::warn("http: accept failed: {}", ec.message());
       if (ec == asio::error::no_descriptors) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -586,7 +591,8 @@ void Server::HandleAsync(Method method, std::string path, AsyncHandler handler) 
 
 Status Server::Start() {
   Impl& im = *impl_;
-  if (im.started) return FailedPreconditionError("http server already started");
+  if (im.started || !im.iocs.empty())
+    return FailedPreconditionError("an http::Server starts once; create a new one to restart");
   std::string where = fmt::format("{}:{}", im.options.host, im.options.port);
   beast::error_code ec;
   auto addr = asio::ip::make_address(im.options.host, ec);
@@ -638,6 +644,7 @@ void Server::Stop() {
   Impl& im = *impl_;
   if (!im.started) return;
   im.started = false;
+  im.stopping = true;
   asio::post(*im.iocs[0], [acc = im.acceptor.get()] {
     beast::error_code ec;
     acc->close(ec);
