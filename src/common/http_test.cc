@@ -351,6 +351,19 @@ TEST(HttpTest, ThousandConcurrentStreams) {
   EXPECT_EQ(complete, kStreams);
 }
 
+TEST(HttpTest, IdleKeepAliveConnectionsAreClosed) {
+  ServerOptions o;
+  o.idle_timeout = 200ms;
+  auto server = StartServer(
+      [](Server& s) { s.Handle(Method::kGet, "/", [](const Request&) { return Response::Text(200, "x"); }); }, o);
+  Client c("127.0.0.1", server->port());
+  ASSERT_EQ(c.Get("/")->status, 200);
+  EXPECT_EQ(server->open_connections(), 1u);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(server->open_connections(), 0u);
+  EXPECT_EQ(c.Get("/")->status, 200);  // the client reconnects by itself
+}
+
 TEST(HttpTest, ListenOnBusyPortSaysSo) {
   auto a = StartServer([](Server&) {});
   ServerOptions o;
