@@ -234,6 +234,34 @@ TEST_P(MetadataTest, ServerDownGivesUnavailableWithAddress) {
   EXPECT_FALSE(s->Put("crescent/segments/k", "v").ok());
 }
 
+// A server that accepts but never answers (SIGSTOP) costs op_timeout, not a hang.
+TEST_P(MetadataTest, HungServerTimesOut) {
+  auto warm = Open(false);  // a fresh etcd answers once it elected itself
+  ASSERT_TRUE(warm->Put("crescent/segments/h", "v").ok());
+  auto spec = ParseMetadataServer(server_->url());
+  MetadataOptions o;
+  o.ttl = Ttl();
+  o.op_timeout = 500ms;
+  o.leased = false;
+  auto s = OpenMetadataStore(*spec, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  server_->process().Signal(SIGSTOP);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = (*s)->Get("crescent/segments/h");
+  auto took = std::chrono::steady_clock::now() - t0;
+  server_->process().Signal(SIGCONT);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().code() == StatusCode::kDeadlineExceeded ||
+              r.status().code() == StatusCode::kUnavailable)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find(fmt::format("127.0.0.1:{}", spec->endpoints[0].second)),
+            std::string::npos)
+      << r.status().ToString();
+  EXPECT_LT(took, 2500ms);  // etcd tries each endpoint once
+  // And it recovers once the server runs again.
+  EXPECT_EQ((*s)->Get("crescent/segments/h").value_or(""), "v");
+}
+
 TEST_P(MetadataTest, OpenUnreachableServerSaysWhereAndHow) {
   uint16_t port = testing::FreePort();
   std::string url = GetParam() == "http" ? fmt::format("http://127.0.0.1:{}/metadata", port)
