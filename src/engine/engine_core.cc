@@ -176,7 +176,13 @@ void EngineCore::AppendToken(Sequence* seq, const SampleResult& sample) {
                   static_cast<int>(seq->tokens.size()) >= options_.max_model_len)) {
     finish = FinishReason::kLength;
   }
-  if (finish) FinishSeq(seq, *finish);
+  if (finish) {
+    // Flush an incomplete character, unless a stop string cut the text.
+    if (seq->detokenizer && !std::holds_alternative<std::string>(seq->stop_reason)) {
+      seq->text.Append(seq->detokenizer->Finish()).reset();
+    }
+    FinishSeq(seq, *finish);
+  }
 }
 
 RequestOutput EngineCore::TakeDelta(Request* req, Sequence* seq) {

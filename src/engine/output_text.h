@@ -27,6 +27,9 @@ class TextStream {
   // Feeds one output token; returns the text it completes (empty while a
   // multi-byte character or a merge is still open).
   virtual std::string Append(int32_t token) = 0;
+  // At the end of the sequence: whatever is still held back (an incomplete
+  // character), as the tokenizer's decode would render it.
+  virtual std::string Finish() { return {}; }
 };
 
 // Makes a TextStream for a sequence that follows `prompt` (the prompt gives
