@@ -126,6 +126,10 @@ class EngineImpl : public Engine {
       if (core_->HasUnfinishedRequests()) {
         std::vector<RequestOutput> outputs = core_->Step();
         Deliver(outputs);
+        // Nothing could be scheduled (should not happen: the KV pool holds
+        // max_model_len); do not spin a core while waiting for a change.
+        if (core_->last_step().num_seqs == 0 && outputs.empty())
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       std::lock_guard<std::mutex> lock(mu_);
       stats_ = core_->Stats();

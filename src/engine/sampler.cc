@@ -121,6 +121,29 @@ SampleResult Sample(std::span<float> logits, const SamplingParams& params,
   ApplyPenalties(logits, params, prompt, output);
   if (params.greedy()) {
     result.token = Argmax(logits);
+  } else if (params.top_k <= 0 && params.top_p >= 1.0f) {
+    // Plain temperature (and min_p): one pass of weights over the vocabulary,
+    // no candidate list to build or sort (the common case on a 150k vocab).
+    const float inv_t = 1.0f / params.temperature;
+    const float max_logit = *std::max_element(logits.begin(), logits.end());
+    const float min_scaled = params.min_p > 0.0f ? std::log(params.min_p)
+                                                 : -std::numeric_limits<float>::infinity();
+    double sum = 0.0;
+    for (float& l : logits) {
+      const float scaled = (l - max_logit) * inv_t;
+      l = scaled >= min_scaled ? std::exp(scaled) : 0.0f;  // weight, in place
+      sum += l;
+    }
+    const double target = UniformUnit(rng) * sum;
+    double cum = 0.0;
+    result.token = Argmax(logits);  // rounding: target beyond the last sum
+    for (size_t i = 0; i < logits.size(); ++i) {
+      cum += logits[i];
+      if (target < cum && logits[i] > 0.0f) {
+        result.token = static_cast<int32_t>(i);
+        break;
+      }
+    }
   } else {
     auto cand = CandidateDistribution(logits, params);
     const double u = UniformUnit(rng);

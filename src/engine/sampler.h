@@ -34,7 +34,8 @@ struct SampleResult {
 
 // Samples the next token. `logits` ([vocab]) is modified in place (penalties,
 // temperature, filters). `prompt` and `output` are the sequence's tokens so
-// far, for the penalties. `rng` is consumed only when not greedy.
+// far, for the penalties. `rng` is consumed only when not greedy (one draw
+// per token).
 SampleResult Sample(std::span<float> logits, const SamplingParams& params,
                     std::span<const int32_t> prompt,
                     std::span<const int32_t> output, SamplerRng& rng);

@@ -97,6 +97,15 @@ TEST(SamplerTest, MinPDropsTokensBelowAFractionOfTheBest) {
   EXPECT_NEAR(cand[0].second, 0.5 / 0.95, 1e-5);
   p.min_p = 0.7f;  // threshold 0.35
   EXPECT_EQ(CandidateDistribution(logits, p).size(), 1u);
+  // Draws (the plain-temperature path) follow the cut distribution.
+  p.min_p = 0.25f;
+  SamplerRng rng(11);
+  std::map<int32_t, int> counts;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) ++counts[Draw(logits, p, rng)];
+  EXPECT_EQ(counts[3], 0);
+  EXPECT_NEAR(counts[0] / double(n), 0.5 / 0.95, 0.015);
+  EXPECT_NEAR(counts[2] / double(n), 0.15 / 0.95, 0.015);
 }
 
 TEST(SamplerTest, TopKKeepsTheKBest) {
