@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "store/master_http.h"
 #include "store/master_service.h"
 
 namespace crescent::store {
@@ -45,13 +46,26 @@ class MasterServerImpl final : public MasterServer {
     }
     port_ = static_cast<uint16_t>(bound);
     tick_thread_ = std::thread([this] { TickLoop(); });
+    if (options_.enable_metrics || options_.enable_http_metadata_server) {
+      auto http = MasterHttp::Start(options_, core_.get(), [this] { return RenderMetrics(); });
+      if (!http.ok()) {
+        Shutdown();
+        return http.status();
+      }
+      http_ = std::move(*http);
+    }
     spdlog::info("master {} serving gRPC on {}:{} (cluster {}), metrics on port {}", master_id_,
                  options_.host, port_, options_.cluster_id, metrics_port());
     return OkStatus();
   }
 
   uint16_t port() const override { return port_; }
-  uint16_t metrics_port() const override { return 0; }
+  uint16_t metrics_port() const override { return http_ ? http_->metrics_port() : 0; }
+  std::string metadata_url() const override {
+    if (!http_ || http_->metadata_port() == 0) return "";
+    const std::string host = options_.host == "0.0.0.0" ? "127.0.0.1" : options_.host;
+    return "http://" + host + ":" + std::to_string(http_->metadata_port()) + "/metadata";
+  }
   const std::string& master_id() const override { return master_id_; }
   MasterCore& core() override { return *core_; }
 
@@ -103,6 +117,7 @@ class MasterServerImpl final : public MasterServer {
     cv_.notify_all();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     if (tick_thread_.joinable()) tick_thread_.join();
+    http_.reset();
     std::lock_guard lock(mu_);
     stopped_ = true;
     cv_.notify_all();
@@ -131,6 +146,7 @@ class MasterServerImpl final : public MasterServer {
   RpcCounters counters_;
   std::unique_ptr<rpc::Master::CallbackService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MasterHttp> http_;
   uint16_t port_ = 0;
   std::thread tick_thread_;
 

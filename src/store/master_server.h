@@ -60,6 +60,8 @@ class MasterServer {
 
   virtual uint16_t port() const = 0;
   virtual uint16_t metrics_port() const = 0;  // 0 when disabled
+  // "http://host:port/metadata" of the hosted metadata service, "" when off.
+  virtual std::string metadata_url() const = 0;
   // Random per process start: clients notice a restart by it changing.
   virtual const std::string& master_id() const = 0;
   virtual MasterCore& core() = 0;
