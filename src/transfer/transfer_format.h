@@ -11,7 +11,7 @@
 namespace crescent::transfer::format {
 
 // ---- segment descriptor (JSON value in the metadata service) ----
-// Key: "<cluster_prefix>/segments/<segment name>".
+// Key: "<cluster_id>/segments/<segment name>".
 inline constexpr std::string_view kSegmentKeyInfix = "/segments/";
 inline constexpr int kDescriptorVersion = 1;
 // Field names of the descriptor object.
