@@ -197,17 +197,17 @@ StatusOr<Lease> Router::Pick(Role role, const RequestInfo& info,
   return lease;
 }
 
-void Router::ReportProbe(Role role, std::string_view address, const Status& result) {
+bool Router::ReportProbe(Role role, std::string_view address, const Status& result) {
   std::lock_guard lock(state_->mu);
   auto m = state_->FindLocked(role, address);
-  if (!m) return;
+  if (!m) return false;
   if (result.ok()) {
     m->consecutive_failures = 0;
     if (!m->healthy && ++m->consecutive_successes >= state_->options.healthy_after) {
       m->healthy = true;
       m->consecutive_successes = 0;
     }
-    return;
+    return false;
   }
   m->consecutive_successes = 0;
   m->last_error = result.message();
@@ -215,7 +215,9 @@ void Router::ReportProbe(Role role, std::string_view address, const Status& resu
     m->healthy = false;
     state_->AddErrorLocked({NowUnixMs(), "", role, m->address,
                             "health probe failed, out of rotation: " + result.message()});
+    return true;
   }
+  return false;
 }
 
 void Router::ReportFailure(const Lease& lease, std::string_view request_id, const Status& error,

@@ -111,8 +111,9 @@ class Router {
   StatusOr<Lease> Pick(Role role, const RequestInfo& info,
                        const std::vector<uint64_t>& exclude = {});
 
-  // A probe of the instance ended with `result`.
-  void ReportProbe(Role role, std::string_view address, const Status& result);
+  // A probe of the instance ended with `result`. True when this probe took
+  // the instance out of rotation.
+  bool ReportProbe(Role role, std::string_view address, const Status& result);
   // A request on the lease's instance failed; `unreachable` (the connection
   // could not be made) takes the instance out of rotation at once.
   void ReportFailure(const Lease& lease, std::string_view request_id, const Status& error,

@@ -120,9 +120,10 @@ TEST(RouterTest, ProbesTakeInstancesOutAndBringThemBack) {
   ASSERT_TRUE(r.Add(Role::kDecode, "h:1").ok());
   ASSERT_TRUE(r.Add(Role::kDecode, "h:2").ok());
   Status down = UnavailableError("cannot reach h:1: connection refused");
-  r.ReportProbe(Role::kDecode, "h:1", down);
+  EXPECT_FALSE(r.ReportProbe(Role::kDecode, "h:1", down));
   EXPECT_EQ(r.Available(Role::kDecode), 2u);  // one failure is not enough
-  r.ReportProbe(Role::kDecode, "h:1", down);
+  EXPECT_TRUE(r.ReportProbe(Role::kDecode, "h:1", down));  // this one took it out
+  EXPECT_FALSE(r.ReportProbe(Role::kDecode, "h:1", down));
   EXPECT_EQ(r.Available(Role::kDecode), 1u);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(PickAddr(r, Role::kDecode), "h:2");
   auto st = r.Instances();
