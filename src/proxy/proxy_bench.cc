@@ -7,10 +7,12 @@
 //       with a fake prefill instance too (the full P->D flow: two hops);
 //       prints p50/p90/p99 of each and the proxy's added latency.
 //   crescent_proxy_bench streams [--concurrency C] [--tokens T] [--interval-ms I]
-//                                [--fake-threads K] [--client-threads K]
-//       C SSE streams at once (T tokens, one each I ms), direct and then
-//       through a 1P1D proxy; prints completed streams, time to first
-//       event, the largest gap between two events, and the proxy's CPU time.
+//                                [--seconds S] [--fake-threads K] [--client-threads K]
+//       C SSE streams kept open (T tokens each, one every I ms; a finished
+//       stream is replaced at once) for S seconds, direct and then through
+//       a 1P1D proxy; prints streams done, events/s, time to first event,
+//       the largest gap between two events of a stream, and the proxy's CPU
+//       use in cores.
 //
 // Every process (fake instances, `crescent proxy`) is started here on free
 // loopback ports; $CRESCENT_BIN or build/apps/crescent is the proxy binary.
@@ -153,20 +155,43 @@ int Latency(int rounds) {
 
 struct StreamStats {
   int ok = 0, failed = 0;
-  std::vector<double> first_ms, max_gap_ms, total_ms;
+  int64_t events = 0;
+  double seconds = 0;
+  std::vector<double> first_ms, max_gap_ms;
   std::string last_error;
 };
 
-StreamStats RunStreams(uint16_t port, int concurrency, int tokens) {
-  http::ClientOptions co;
-  co.max_idle_connections = concurrency + 16;
-  co.timeout = 60s;
-  http::StreamClient sc(co, g_client_threads);
-  std::mutex mu;
-  std::condition_variable cv;
-  int done = 0;
-  StreamStats st;
-  std::string body = fmt::format(R"({{"model":"fake-model","prompt":"Tell me a story","max_tokens":{},"stream":true}})", tokens);
+// Keeps `concurrency` streams open for `duration` (each finished stream is
+// replaced at once), opening the first ones over `ramp`. Streams that
+// started after the ramp count.
+class StreamLoad {
+ public:
+  StreamLoad(uint16_t port, int concurrency, int tokens, std::chrono::milliseconds ramp,
+             std::chrono::milliseconds duration)
+      : port_(port), tokens_(tokens) {
+    http::ClientOptions co;
+    co.max_idle_connections = concurrency + 16;
+    co.timeout = 60s;
+    sc_ = std::make_unique<http::StreamClient>(co, g_client_threads);
+    body_ = fmt::format(
+        R"({{"model":"fake-model","prompt":"Tell me a story","max_tokens":{},"stream":true}})", tokens);
+    t0_ = Clock::now();
+    measure_from_ = t0_ + ramp;
+    stop_at_ = t0_ + ramp + duration;
+    for (int i = 0; i < concurrency; ++i) {
+      std::this_thread::sleep_until(t0_ + ramp * i / concurrency);
+      StartOne();
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return open_ == 0; });
+    stats_.seconds = std::chrono::duration<double>(Clock::now() - measure_from_).count();
+  }
+  StreamStats stats() {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+ private:
   struct One {
     Clock::time_point start, last;
     double first = -1, max_gap = 0;
@@ -174,74 +199,110 @@ StreamStats RunStreams(uint16_t port, int concurrency, int tokens) {
     int status = 0;
     std::string tail;  // a partial event between two chunks
   };
-  std::vector<std::shared_ptr<One>> all;
-  auto t0 = Clock::now();
-  for (int i = 0; i < concurrency; ++i) {
-    auto one = std::make_shared<One>();
-    all.push_back(one);
-    one->start = Clock::now();
-    http::ClientRequest r{http::Method::kPost, "/v1/completions", body, "application/json", {}};
-    sc.Start("127.0.0.1", port, r,
-             {[one](int status, const http::Headers&) {
-                one->status = status;
-                return true;
-              },
-              [one](std::string_view d) {
-                auto now = Clock::now();
-                if (one->first < 0) one->first = std::chrono::duration<double, std::milli>(now - one->start).count();
-                else one->max_gap = std::max(one->max_gap, std::chrono::duration<double, std::milli>(now - one->last).count());
-                one->last = now;
-                one->tail.append(d);
-                size_t pos;
-                while ((pos = one->tail.find("\n\n")) != std::string::npos) {
-                  if (one->tail.compare(0, 6, "data: ") == 0 && one->tail.find("\"error\"") > pos) one->events++;
-                  one->tail.erase(0, pos + 2);
-                }
-                return true;
-              },
-              [&, one](crescent::Status s) {
-                std::lock_guard lock(mu);
-                // T tokens and [DONE] without an error event.
-                if (s.ok() && one->events == tokens + 1) {
-                  st.ok++;
-                  st.first_ms.push_back(one->first);
-                  st.max_gap_ms.push_back(one->max_gap);
-                  st.total_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - one->start).count());
-                } else {
-                  st.failed++;
-                  st.last_error = s.ok() ? fmt::format("HTTP {}, {} events: {}", one->status, one->events,
-                                                       one->tail.substr(0, 300))
-                                         : s.ToString();
-                }
-                ++done;
-                cv.notify_all();
-              }});
-  }
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done == concurrency; });
-  (void)t0;
-  return st;
-}
 
-int Streams(int concurrency, int tokens, int interval_ms, int fake_threads) {
+  void StartOne() {
+    {
+      std::lock_guard lock(mu_);
+      ++open_;
+    }
+    auto one = std::make_shared<One>();
+    one->start = Clock::now();
+    http::ClientRequest r{http::Method::kPost, "/v1/completions", body_, "application/json", {}};
+    sc_->Start("127.0.0.1", port_, r,
+               {[one](int status, const http::Headers&) {
+                  one->status = status;
+                  return true;
+                },
+                [one](std::string_view d) {
+                  auto now = Clock::now();
+                  if (one->first < 0)
+                    one->first = std::chrono::duration<double, std::milli>(now - one->start).count();
+                  else
+                    one->max_gap = std::max(
+                        one->max_gap, std::chrono::duration<double, std::milli>(now - one->last).count());
+                  one->last = now;
+                  one->tail.append(d);
+                  size_t pos;
+                  while ((pos = one->tail.find("\n\n")) != std::string::npos) {
+                    if (one->tail.compare(0, 6, "data: ") == 0 && one->tail.find("\"error\"") > pos)
+                      one->events++;
+                    one->tail.erase(0, pos + 2);
+                  }
+                  return true;
+                },
+                [this, one](crescent::Status s) { Done(*one, s); }});
+  }
+
+  void Done(const One& one, const crescent::Status& s) {
+    bool again;
+    {
+      std::lock_guard lock(mu_);
+      bool counted = one.start >= measure_from_;
+      if (s.ok() && one.events == tokens_ + 1) {  // T tokens and [DONE], no error event
+        if (counted) {
+          stats_.ok++;
+          stats_.events += one.events;
+          stats_.first_ms.push_back(one.first);
+          stats_.max_gap_ms.push_back(one.max_gap);
+        }
+      } else {
+        stats_.failed++;
+        stats_.last_error = s.ok() ? fmt::format("HTTP {}, {} events: {}", one.status, one.events,
+                                                 one.tail.substr(0, 300))
+                                   : s.ToString();
+      }
+      again = Clock::now() < stop_at_;
+      if (!again) --open_;
+    }
+    if (again) {
+      {
+        std::lock_guard lock(mu_);
+        --open_;
+      }
+      StartOne();
+    } else {
+      cv_.notify_all();
+    }
+  }
+
+  const uint16_t port_;
+  const int tokens_;
+  std::string body_;
+  std::unique_ptr<http::StreamClient> sc_;
+  Clock::time_point t0_, measure_from_, stop_at_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int open_ = 0;  // guarded by mu_
+  StreamStats stats_;  // guarded by mu_
+};
+
+int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc p = Fake("p0", 0);
   Proc d = Fake("d0", interval_ms);
   Proc proxy = Proxy({p.addr()}, {d.addr()});
-  fmt::print("{} concurrent streams of {} tokens, one every {} ms; proxy: 1 io thread + 1 upstream io thread, 1P1D\n",
-             concurrency, tokens, interval_ms);
-  fmt::print("| path | streams ok | failed | first event p50 / p99 ms | max gap p50 / p99 ms | stream p99 ms | proxy CPU s |\n|---|---|---|---|---|---|---|\n");
+  fmt::print(
+      "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
+      "ramp; proxy 1P1D, 1 io thread + 1 upstream io thread; client {} thread(s), fake decode {} "
+      "io thread(s)\n",
+      concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
+  fmt::print(
+      "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
+      "p99 ms | proxy CPU (cores) |\n|---|---|---|---|---|---|---|\n");
   for (int pass = 0; pass < 2; ++pass) {
     uint16_t port = pass == 0 ? d.port : proxy.port;
     double cpu0 = CpuSeconds(proxy.proc->pid());
-    StreamStats st = RunStreams(port, concurrency, tokens);
+    auto w0 = Clock::now();
+    StreamLoad load(port, concurrency, tokens, 2s, std::chrono::seconds(seconds));
+    double wall = std::chrono::duration<double>(Clock::now() - w0).count();
     double cpu = CpuSeconds(proxy.proc->pid()) - cpu0;
-    fmt::print("| {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.0f} | {:.2f} |\n",
-               pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, Pct(st.first_ms, 0.5),
-               Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5), Pct(st.max_gap_ms, 0.99),
-               Pct(st.total_ms, 0.99), cpu);
+    StreamStats st = load.stats();
+    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} |\n",
+               pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
+               Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
+               Pct(st.max_gap_ms, 0.99), cpu / wall);
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
+    std::fflush(stdout);
   }
-  (void)fake_threads;
   return 0;
 }
 
@@ -253,7 +314,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string mode = argv[1];
-  int rounds = 2000, concurrency = 2000, tokens = 40, interval = 50;
+  int rounds = 2000, concurrency = 2000, tokens = 40, interval = 50, seconds = 10;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     int v = std::atoi(argv[i + 1]);
@@ -261,12 +322,13 @@ int main(int argc, char** argv) {
     else if (k == "--concurrency") concurrency = v;
     else if (k == "--tokens") tokens = v;
     else if (k == "--interval-ms") interval = v;
+    else if (k == "--seconds") seconds = v;
     else if (k == "--fake-threads") g_fake_threads = v;
     else if (k == "--client-threads") g_client_threads = v;
   }
   signal(SIGPIPE, SIG_IGN);
   if (mode == "latency") return Latency(rounds);
-  if (mode == "streams") return Streams(concurrency, tokens, interval, 1);
+  if (mode == "streams") return Streams(concurrency, tokens, interval, seconds);
   fmt::print(stderr, "unknown mode {}\n", mode);
   return 2;
 }
