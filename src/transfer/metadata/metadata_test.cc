@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/testutil.h"
@@ -234,6 +236,25 @@ TEST_P(MetadataTest, ServerDownGivesUnavailableWithAddress) {
   EXPECT_FALSE(s->Put("crescent/segments/k", "v").ok());
 }
 
+// SIGSTOP takes effect asynchronously in a multi-threaded process: a thread
+// may serve one more request before the group stop reaches it. Waits until
+// every thread of `pid` is stopped.
+bool WaitStopped(pid_t pid, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+      std::ifstream in(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), {});
+      size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') all = false;
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
 // A server that accepts but never answers (SIGSTOP) costs op_timeout, not a hang.
 TEST_P(MetadataTest, HungServerTimesOut) {
   auto warm = Open(false);  // a fresh etcd answers once it elected itself
@@ -246,6 +267,7 @@ TEST_P(MetadataTest, HungServerTimesOut) {
   auto s = OpenMetadataStore(*spec, o);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   server_->process().Signal(SIGSTOP);
+  ASSERT_TRUE(WaitStopped(server_->process().pid(), 5s));
   auto t0 = std::chrono::steady_clock::now();
   auto r = (*s)->Get("crescent/segments/h");
   auto took = std::chrono::steady_clock::now() - t0;
