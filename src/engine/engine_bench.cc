@@ -6,19 +6,23 @@
 //  - time to first token of a prompt whose --prefix-len tokens are in the
 //    prefix cache vs the same-length prompt computed from scratch.
 //
-//   engine_bench --model DIR [--threads 2] [--concurrency 16]
+//   engine_bench --model DIR | --shape qwen3-0.6b  [--threads 2] [--concurrency 16]
 //                [--prompt-len 32] [--gen-len 64] [--prefix-len 1000]
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <random>
 
 #include "common/logging.h"
 #include "engine/backend_runner.h"
 #include "engine/engine.h"
 #include "model/backend.h"
+#include "model/make_model.h"
 
 namespace crescent::engine {
 namespace {
@@ -37,6 +41,31 @@ std::vector<int32_t> RandomPrompt(int len, int vocab, std::mt19937_64& rng) {
   for (auto& t : p) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
   return p;
 }
+
+// A model that costs nothing: fixed pseudo-random logits for every row, so
+// the time per step is the engine's own (scheduling, block bookkeeping,
+// sampling over the vocabulary, output delivery).
+class NullRunner : public ModelRunner {
+ public:
+  NullRunner(int vocab, int num_blocks) : vocab_(vocab), num_blocks_(num_blocks), row_(vocab) {
+    std::mt19937_64 rng(3);
+    for (float& x : row_) x = static_cast<float>(rng() % 1000) / 100.0f;
+  }
+  int vocab_size() const override { return vocab_; }
+  int block_size() const override { return 16; }
+  int num_blocks() const override { return num_blocks_; }
+  std::string fingerprint() const override { return "null"; }
+  Status Forward(std::span<const ForwardSeq> batch, std::vector<float>* logits) override {
+    logits->clear();
+    for (const ForwardSeq& s : batch)
+      if (s.need_logits) logits->insert(logits->end(), row_.begin(), row_.end());
+    return OkStatus();
+  }
+
+ private:
+  int vocab_, num_blocks_;
+  std::vector<float> row_;
+};
 
 struct RunResult {
   double wall = 0;        // submit to last token, seconds
@@ -78,12 +107,56 @@ RunResult RunBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prom
   return res;
 }
 
+int NullModelOverhead(int vocab, int concurrency, int gen_len, int repeat) {
+  std::mt19937_64 rng(1);
+  fmt::print("| engine alone (zero-cost model, vocab {}) | median of {} |\n|---|---|\n", vocab, repeat);
+  for (int conc : {1, concurrency, 256}) {
+    for (bool sampled : {false, true}) {
+      std::vector<double> per_step_us;
+      for (int r = 0; r < repeat; ++r) {
+        EngineOptions eo;
+        eo.max_model_len = 4096;
+        eo.max_num_seqs = 256;
+        auto engine = Engine::Create(eo, std::make_unique<NullRunner>(vocab, 4096 * 4));
+        std::vector<OutputQueue> queues(conc);
+        const auto start = Clock::now();
+        for (int i = 0; i < conc; ++i) {
+          EngineRequest req;
+          req.request_id = std::to_string(i);
+          req.prompt = RandomPrompt(32, vocab, rng);
+          req.params.temperature = sampled ? 0.8f : 0.0f;
+          req.params.top_p = sampled ? 0.95f : 1.0f;
+          req.params.ignore_eos = true;
+          req.params.max_tokens = gen_len;
+          if (!(*engine)->Submit(std::move(req), queues[i].Callback()).ok()) return 1;
+        }
+        for (auto& q : queues)
+          while (auto out = q.Pop())
+            if (out->request_finished) break;
+        const double wall = Seconds(Clock::now() - start);
+        per_step_us.push_back(1e6 * wall / static_cast<double>((*engine)->Stats().num_steps));
+      }
+      fmt::print("| {} sequences, {} | {:.0f} us per step |\n", conc,
+                 sampled ? "temperature 0.8 + top_p 0.95" : "greedy", Median(per_step_us));
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"engine_bench: engine throughput and prefix-cache TTFT over a real model"};
   std::string model_dir;
   int threads = 2, concurrency = 16, prompt_len = 32, gen_len = 64, prefix_len = 1000;
   int repeat = 3, block_size = 16, kv_blocks = 0, max_batched = 2048;
-  app.add_option("--model", model_dir, "Hugging Face checkpoint directory")->required();
+  std::string shape;
+  int null_vocab = 0;
+  app.add_option("--null-model-vocab", null_vocab,
+                 "instead: measure the engine alone over a zero-cost model of this vocabulary");
+  auto* model_opt = app.add_option("--model", model_dir, "Hugging Face checkpoint directory");
+  app.add_option("--shape", shape, "or: write a random-weight checkpoint of this shape "
+                 "(qwen3-0.6b, ...) to a temporary directory and use it")
+      ->excludes(model_opt);
   app.add_option("--threads", threads, "model compute threads");
   app.add_option("--concurrency", concurrency, "concurrent requests");
   app.add_option("--prompt-len", prompt_len, "prompt tokens of the throughput runs");
@@ -95,6 +168,31 @@ int Main(int argc, char** argv) {
   app.add_option("--max-num-batched-tokens", max_batched, "token budget per step");
   CLI11_PARSE(app, argc, argv);
   InitLogging("warn");
+  if (null_vocab > 0) return NullModelOverhead(null_vocab, concurrency, gen_len, repeat);
+  std::filesystem::path made;
+  if (model_dir.empty()) {
+    if (shape.empty()) {
+      fmt::print(stderr, "give --model DIR or --shape NAME\n");
+      return 2;
+    }
+    made = std::filesystem::temp_directory_path() / fmt::format("engine_bench_{}_{}", shape, getpid());
+    model::MakeModelOptions mo;
+    mo.shape = shape;
+    mo.out_dir = made.string();
+    Status s = model::MakeModel(mo);
+    if (!s.ok()) {
+      fmt::print(stderr, "{}\n", s.ToString());
+      return 1;
+    }
+    model_dir = made.string();
+  }
+  struct RemoveMade {
+    std::filesystem::path dir;
+    ~RemoveMade() {
+      std::error_code ec;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+    }
+  } remove_made{made};
 
   model::BackendOptions bo;
   bo.num_threads = threads;

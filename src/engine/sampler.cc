@@ -67,26 +67,42 @@ std::vector<std::pair<int32_t, float>> CandidateDistribution(
     std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), better);
     cand.resize(k);
   }
-  // Sorting a 150k-token vocabulary costs milliseconds: only when top_k or
-  // top_p made the order matter (and the candidate set small).
-  if (k > 0 || params.top_p < 1.0f) std::sort(cand.begin(), cand.end(), better);
+  // Probabilities over the survivors (the order does not matter yet).
   double sum = 0.0;
   for (auto& [t, v] : cand) sum += std::exp(static_cast<double>(v));
   for (auto& [t, v] : cand) v = static_cast<float>(std::exp(static_cast<double>(v)) / sum);
-  if (params.top_p < 1.0f) {
-    double cum = 0.0;
-    size_t keep = 0;
-    while (keep < cand.size()) {
-      cum += cand[keep].second;
-      ++keep;
-      // The small slack keeps a token whose mass is lost to rounding.
-      if (cum >= static_cast<double>(params.top_p) - 1e-7) break;
-    }
-    cand.resize(keep);
-    double kept = 0.0;
-    for (auto& [t, p] : cand) kept += p;
-    for (auto& [t, p] : cand) p = static_cast<float>(p / kept);
+  if (params.top_p >= 1.0f) {
+    // Sorting a 150k-token vocabulary costs milliseconds: only when top_k
+    // made the set small.
+    if (k > 0) std::sort(cand.begin(), cand.end(), better);
+    return cand;
   }
+  // The nucleus: best-first prefix whose mass reaches top_p. Sort only as
+  // far as needed, in growing rounds (select the next best block, sort it),
+  // since a nucleus is usually a few hundred tokens of a 150k vocabulary.
+  const size_t n = cand.size();
+  size_t sorted = 0, keep = n, round = 64;
+  double cum = 0.0;
+  while (sorted < n) {
+    const size_t end = std::min(n, sorted + round);
+    if (end < n) std::nth_element(cand.begin() + sorted, cand.begin() + (end - 1), cand.end(), better);
+    std::sort(cand.begin() + sorted, cand.begin() + end, better);
+    for (size_t i = sorted; i < end; ++i) {
+      cum += cand[i].second;
+      // The small slack keeps a token whose mass is lost to rounding.
+      if (cum >= static_cast<double>(params.top_p) - 1e-7) {
+        keep = i + 1;
+        break;
+      }
+    }
+    if (keep < n) break;
+    sorted = end;
+    round *= 4;
+  }
+  cand.resize(keep);
+  double kept = 0.0;
+  for (auto& [t, p] : cand) kept += p;
+  for (auto& [t, p] : cand) p = static_cast<float>(p / kept);
   return cand;
 }
 

@@ -88,6 +88,32 @@ TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
   for (int i = 0; i < 2000; ++i) EXPECT_LE(Draw(logits, p, rng), 1);
 }
 
+// The incremental nucleus selection equals a full sort on a large vocabulary.
+TEST(SamplerTest, TopPOnALargeVocabularyMatchesAFullSort) {
+  for (float top_p : {0.1f, 0.5f, 0.9f, 0.99f}) {
+    auto logits = RandomLogits(20000, 17);
+    SamplingParams p;
+    p.top_p = top_p;
+    p.temperature = 0.7f;
+    auto cand = CandidateDistribution(logits, p);
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    const float mx = logits[ids[0]];
+    double z = 0;
+    for (float l : logits) z += std::exp((l - mx) / 0.7);
+    double cum = 0;
+    size_t keep = 0;
+    while (keep < ids.size()) {
+      cum += std::exp((logits[ids[keep]] - mx) / 0.7) / z;
+      ++keep;
+      if (cum >= top_p - 1e-7) break;
+    }
+    ASSERT_EQ(cand.size(), keep) << "top_p " << top_p;
+    for (size_t i = 0; i < keep; ++i) ASSERT_EQ(cand[i].first, ids[i]) << "top_p " << top_p;
+  }
+}
+
 TEST(SamplerTest, MinPDropsTokensBelowAFractionOfTheBest) {
   const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.15f), std::log(0.05f)};
   SamplingParams p;
