@@ -48,8 +48,10 @@ std::vector<int32_t> RandomPrompt(int len, int vocab, std::mt19937_64& rng) {
 class NullRunner : public ModelRunner {
  public:
   NullRunner(int vocab, int num_blocks) : vocab_(vocab), num_blocks_(num_blocks), row_(vocab) {
+    // Normal(0, 3) logits: a peaked, LLM-like distribution.
     std::mt19937_64 rng(3);
-    for (float& x : row_) x = static_cast<float>(rng() % 1000) / 100.0f;
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (float& x : row_) x = normal(rng);
   }
   int vocab_size() const override { return vocab_; }
   int block_size() const override { return 16; }

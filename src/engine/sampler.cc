@@ -69,8 +69,12 @@ std::vector<std::pair<int32_t, float>> CandidateDistribution(
   }
   // Probabilities over the survivors (the order does not matter yet).
   double sum = 0.0;
-  for (auto& [t, v] : cand) sum += std::exp(static_cast<double>(v));
-  for (auto& [t, v] : cand) v = static_cast<float>(std::exp(static_cast<double>(v)) / sum);
+  for (auto& [t, v] : cand) {
+    v = std::exp(v);  // v <= 0 after subtracting the max: no overflow
+    sum += v;
+  }
+  const float inv_sum = static_cast<float>(1.0 / sum);
+  for (auto& [t, v] : cand) v *= inv_sum;
   if (params.top_p >= 1.0f) {
     // Sorting a 150k-token vocabulary costs milliseconds: only when top_k
     // made the set small.
