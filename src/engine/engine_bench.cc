@@ -8,6 +8,7 @@
 //
 //   engine_bench --model DIR | --shape qwen3-0.6b  [--threads 2] [--concurrency 16]
 //                [--prompt-len 32] [--gen-len 64] [--prefix-len 1000]
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -30,6 +31,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// CPU seconds (user + system) of the whole process so far: on a shared,
+// loaded machine this is steadier than wall time.
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return tv(u.ru_utime) + tv(u.ru_stime);
+}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -71,6 +81,7 @@ class NullRunner : public ModelRunner {
 
 struct RunResult {
   double wall = 0;        // submit to last token, seconds
+  double cpu = 0;         // process CPU seconds meanwhile
   double ttft = 0;        // mean time to first token
   int64_t output_tokens = 0;
 };
@@ -80,6 +91,7 @@ RunResult RunBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prom
                    const std::string& tag) {
   std::vector<OutputQueue> queues(prompts.size());
   const auto start = Clock::now();
+  const double cpu_start = CpuSeconds();
   for (size_t i = 0; i < prompts.size(); ++i) {
     EngineRequest r;
     r.request_id = fmt::format("{}-{}", tag, i);
@@ -106,15 +118,16 @@ RunResult RunBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prom
     }
   }
   res.wall = Seconds(Clock::now() - start);
+  res.cpu = CpuSeconds() - cpu_start;
   return res;
 }
 
 int NullModelOverhead(int vocab, int concurrency, int gen_len, int repeat) {
   std::mt19937_64 rng(1);
   fmt::print("| engine alone (zero-cost model, vocab {}) | median of {} |\n|---|---|\n", vocab, repeat);
-  for (int conc : {1, concurrency, 256}) {
+  for (int conc : {1, concurrency, 128}) {
     for (bool sampled : {false, true}) {
-      std::vector<double> per_step_us;
+      std::vector<double> per_step_us, cpu_per_step_us;
       for (int r = 0; r < repeat; ++r) {
         EngineOptions eo;
         eo.max_model_len = 4096;
@@ -122,6 +135,7 @@ int NullModelOverhead(int vocab, int concurrency, int gen_len, int repeat) {
         auto engine = Engine::Create(eo, std::make_unique<NullRunner>(vocab, 4096 * 4));
         std::vector<OutputQueue> queues(conc);
         const auto start = Clock::now();
+        const double cpu_start = CpuSeconds();
         for (int i = 0; i < conc; ++i) {
           EngineRequest req;
           req.request_id = std::to_string(i);
@@ -136,10 +150,13 @@ int NullModelOverhead(int vocab, int concurrency, int gen_len, int repeat) {
           while (auto out = q.Pop())
             if (out->request_finished) break;
         const double wall = Seconds(Clock::now() - start);
-        per_step_us.push_back(1e6 * wall / static_cast<double>((*engine)->Stats().num_steps));
+        const double steps = static_cast<double>((*engine)->Stats().num_steps);
+        per_step_us.push_back(1e6 * wall / steps);
+        cpu_per_step_us.push_back(1e6 * (CpuSeconds() - cpu_start) / steps);
       }
-      fmt::print("| {} sequences, {} | {:.0f} us per step |\n", conc,
-                 sampled ? "temperature 0.8 + top_p 0.95" : "greedy", Median(per_step_us));
+      fmt::print("| {} sequences, {} | {:.0f} us CPU per step ({:.0f} us wall) |\n", conc,
+                 sampled ? "temperature 0.8 + top_p 0.95" : "greedy", Median(cpu_per_step_us),
+                 Median(per_step_us));
       std::fflush(stdout);
     }
   }
@@ -222,10 +239,12 @@ int Main(int argc, char** argv) {
   RunBatch(engine, {RandomPrompt(prompt_len, vocab, rng)}, 4, "warm");
 
   std::vector<double> lone_tps, conc_tps, overhead_us, uncached_ttft, cached_ttft;
+  std::vector<double> lone_cpu_ms, conc_cpu_ms;  // CPU ms per output token
   for (int r = 0; r < repeat; ++r) {
     RunResult lone = RunBatch(engine, {RandomPrompt(prompt_len, vocab, rng)}, gen_len,
                               fmt::format("lone{}", r));
     lone_tps.push_back(static_cast<double>(lone.output_tokens) / lone.wall);
+    lone_cpu_ms.push_back(1e3 * lone.cpu / static_cast<double>(lone.output_tokens));
 
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < concurrency; ++i) prompts.push_back(RandomPrompt(prompt_len, vocab, rng));
@@ -233,6 +252,7 @@ int Main(int argc, char** argv) {
     RunResult conc = RunBatch(engine, prompts, gen_len, fmt::format("conc{}", r));
     const EngineStats after = engine.Stats();
     conc_tps.push_back(static_cast<double>(conc.output_tokens) / conc.wall);
+    conc_cpu_ms.push_back(1e3 * conc.cpu / static_cast<double>(conc.output_tokens));
     const double steps = static_cast<double>(after.num_steps - before.num_steps);
     overhead_us.push_back(1e6 *
                           ((after.step_seconds_total - before.step_seconds_total) -
@@ -251,11 +271,15 @@ int Main(int argc, char** argv) {
   }
   const double lone = Median(lone_tps), conc = Median(conc_tps);
   const double u = Median(uncached_ttft), c = Median(cached_ttft);
+  std::fflush(stdout);
   fmt::print("| figure | median of {} |\n|---|---|\n", repeat);
   fmt::print("| lone request, {} prompt + {} output tokens | {:.1f} output tokens/s |\n", prompt_len,
              gen_len, lone);
   fmt::print("| {} concurrent requests, same shape | {:.1f} output tokens/s ({:.2f}x lone) |\n",
              concurrency, conc, conc / lone);
+  fmt::print("| CPU time per output token: lone / {} concurrent | {:.1f} ms / {:.1f} ms ({:.2f}x less) |\n",
+             concurrency, Median(lone_cpu_ms), Median(conc_cpu_ms),
+             Median(lone_cpu_ms) / Median(conc_cpu_ms));
   fmt::print("| engine overhead per step (outside forward), {} concurrent | {:.0f} us |\n",
              concurrency, Median(overhead_us));
   fmt::print("| TTFT, {} + 16 token prompt, uncached | {:.3f} s |\n", prefix_len, u);

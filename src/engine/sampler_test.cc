@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -66,6 +67,34 @@ TEST(SamplerTest, TemperatureSamplingFollowsTheSoftmax) {
   counts.clear();
   for (int i = 0; i < n; ++i) ++counts[Draw(logits, p, rng)];
   EXPECT_NEAR(counts[0] / double(n), 0.25 / 0.38, 0.015);
+}
+
+TEST(SamplerTest, ProbabilitiesMatchTheExactSoftmax) {
+  auto logits = RandomLogits(5000, 23);
+  logits[7] = 40.0f;   // a dominant token
+  logits[8] = -60.0f;  // far below: e^-100 underflows to 0
+  SamplingParams p;
+  p.temperature = 0.6f;
+  p.top_k = 5000;  // all tokens, sorted
+  auto cand = CandidateDistribution(logits, p);
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (float l : logits) z += std::exp((l - mx) / 0.6);
+  for (const auto& [t, prob] : cand) {
+    const double exact = std::exp((logits[t] - mx) / 0.6) / z;
+    ASSERT_NEAR(prob, exact, 1e-6 + 1e-5 * exact) << "token " << t;
+  }
+}
+
+TEST(SamplerTest, MaskedTokensAreNeverDrawn) {
+  std::vector<float> logits(10, 0.0f);
+  logits[0] = -std::numeric_limits<float>::infinity();
+  SamplingParams p;
+  p.temperature = 1.0f;
+  SamplerRng rng(5);
+  for (int i = 0; i < 5000; ++i) ASSERT_NE(Draw(logits, p, rng), 0);
+  p.top_p = 0.999f;
+  for (int i = 0; i < 500; ++i) ASSERT_NE(Draw(logits, p, rng), 0);
 }
 
 TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
