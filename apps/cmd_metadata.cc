@@ -5,12 +5,16 @@
 //   crescent metadata --metadata-server URL get KEY         (raw value on stdout)
 //   crescent metadata --metadata-server URL ls [PREFIX]     (one key per line)
 //   crescent metadata --metadata-server URL rm KEY
+//   crescent metadata --metadata-server URL bench [--ops N] [--value-size B] [--runs R]
+//                                       (put, then get ops/s, one thread)
 //
 // put without --hold writes an entry with no lease (it stays); with --hold
 // the entry is bound to this process's lease, kept alive until the process
 // dies, and expires within --ttl-ms after a kill -9.
 #include <signal.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -33,6 +37,9 @@ struct Options {
   std::string prefix;
   bool hold = false;
   bool values = false;
+  int ops = 2000;
+  int value_size = 256;
+  int runs = 5;
 };
 
 StatusOr<std::unique_ptr<transfer::MetadataStore>> Open(const Options& o, bool leased) {
@@ -87,6 +94,32 @@ Status Remove(const Options& o) {
   return store->Delete(o.key);
 }
 
+// Serial puts then gets of distinct keys from one thread (one kept-open
+// connection), `runs` times; prints each run and the medians.
+Status Bench(const Options& o) {
+  ASSIGN_OR_RETURN(auto store, Open(o, true));
+  std::string value(o.value_size, 'v');
+  std::vector<double> puts, gets;
+  for (int run = 0; run < o.runs; ++run) {
+    auto key = [&](int i) { return "crescent/bench/" + std::to_string(run) + "/" + std::to_string(i); };
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < o.ops; ++i) RETURN_IF_ERROR(store->Put(key(i), value));
+    auto t1 = std::chrono::steady_clock::now();
+    for (int i = 0; i < o.ops; ++i) RETURN_IF_ERROR(store->Get(key(i)).status());
+    auto t2 = std::chrono::steady_clock::now();
+    puts.push_back(o.ops / std::chrono::duration<double>(t1 - t0).count());
+    gets.push_back(o.ops / std::chrono::duration<double>(t2 - t1).count());
+    std::printf("run %d: put %.0f ops/s, get %.0f ops/s\n", run, puts.back(), gets.back());
+    for (int i = 0; i < o.ops; ++i) RETURN_IF_ERROR(store->Delete(key(i)));
+  }
+  std::sort(puts.begin(), puts.end());
+  std::sort(gets.begin(), gets.end());
+  std::printf("%s: median put %.0f ops/s, get %.0f ops/s (%d ops of %d B, %d runs)\n",
+              store->Describe().c_str(), puts[puts.size() / 2], gets[gets.size() / 2], o.ops,
+              o.value_size, o.runs);
+  return OkStatus();
+}
+
 void Setup(CLI::App& root) {
   auto* cmd = root.add_subcommand("metadata", "Put, get, list or remove metadata entries by hand");
   auto o = std::make_shared<Options>();
@@ -116,6 +149,12 @@ void Setup(CLI::App& root) {
   auto* rm = cmd->add_subcommand("rm", "Remove KEY");
   rm->add_option("key", o->key)->required();
   rm->callback([o] { ExitWith(Remove(*o)); });
+
+  auto* bench = cmd->add_subcommand("bench", "Measure put and get ops/s from one thread");
+  bench->add_option("--ops", o->ops, "operations per run and kind")->capture_default_str();
+  bench->add_option("--value-size", o->value_size, "value bytes")->capture_default_str();
+  bench->add_option("--runs", o->runs, "runs (medians are printed)")->capture_default_str();
+  bench->callback([o] { ExitWith(Bench(*o)); });
 }
 
 }  // namespace

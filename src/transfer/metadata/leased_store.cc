@@ -33,6 +33,11 @@ StatusOr<std::vector<std::pair<std::string, std::string>>> LeasedStore::List(std
   return kvs;
 }
 
+LeasedStore::Owned LeasedStore::SnapshotOwned() {
+  std::lock_guard lock(owned_mu_);
+  return owned_;
+}
+
 void LeasedStore::StartRefresher() {
   if (!options_.leased) return;
   refresher_ = std::thread([this] { RefreshLoop(); });
@@ -56,12 +61,7 @@ void LeasedStore::RefreshLoop() {
       if (stop_cv_.wait_for(lock, period, [this] { return stop_; })) return;
     }
     std::unique_lock publish(publish_mu_);
-    Owned snapshot;
-    {
-      std::lock_guard lock(owned_mu_);
-      snapshot = owned_;
-    }
-    Status st = Refresh(snapshot);
+    Status st = Refresh(SnapshotOwned());
     if (!st.ok() && !failing) {
       spdlog::warn("metadata {}: keeping entries alive failed (will retry every {} ms): {}",
                    Describe(), period.count(), st.ToString());

@@ -43,6 +43,8 @@ class LeasedStore : public MetadataStore {
   virtual Status Refresh(const Owned& owned) = 0;
 
   const MetadataOptions& options() const { return options_; }
+  // A copy of the entries this client wrote (and did not delete).
+  Owned SnapshotOwned();
   void StartRefresher();
   void StopRefresher();
 

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-namespace crescent::transfer {
+namespace crescent::transfer::keys {
 
 Status ValidateClusterId(std::string_view id) {
   if (id.empty() || id.find('/') != std::string_view::npos)
@@ -24,4 +24,4 @@ std::string EndpointKey(std::string_view c, std::string_view role, std::string_v
   return fmt::format("{}/{}{}/{}", c, kEndpointsDir, role, id);
 }
 
-}  // namespace crescent::transfer
+}  // namespace crescent::transfer::keys

@@ -8,6 +8,7 @@
 //   <cluster>/endpoints/<role>/<id>      "host:port" of a service instance
 //                                        (reserved for master/serve/proxy)
 //
+// Everything is in namespace crescent::transfer::keys (keys::SegmentKey...).
 // The cluster id defaults to "crescent" (kDefaultClusterId) and is chosen
 // by the caller (a --cluster-id flag, an engine option). It must be
 // non-empty and contain no '/'. Segment names may contain any bytes except
@@ -19,7 +20,7 @@
 
 #include "common/status.h"
 
-namespace crescent::transfer {
+namespace crescent::transfer::keys {
 
 inline constexpr std::string_view kDefaultClusterId = "crescent";
 inline constexpr std::string_view kSegmentsDir = "segments/";
@@ -37,4 +38,4 @@ std::string SegmentKey(std::string_view cluster_id, std::string_view segment_nam
 std::string EndpointPrefix(std::string_view cluster_id, std::string_view role);
 std::string EndpointKey(std::string_view cluster_id, std::string_view role, std::string_view id);
 
-}  // namespace crescent::transfer
+}  // namespace crescent::transfer::keys

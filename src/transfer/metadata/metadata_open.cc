@@ -14,12 +14,8 @@ StatusOr<std::unique_ptr<MetadataStore>> OpenMetadataStore(const MetadataServerS
                                             options.ttl.count()));
   switch (spec.kind) {
     case MetadataServerSpec::Kind::kHttp: return OpenHttpMetadataStore(spec, options);
-    case MetadataServerSpec::Kind::kEtcd:
-    case MetadataServerSpec::Kind::kRedis:
-      return UnimplementedError(fmt::format(
-          "metadata_server '{}': the etcd and redis backends are not in this build yet; use "
-          "http://host:port/metadata",
-          spec.original));
+    case MetadataServerSpec::Kind::kEtcd: return OpenEtcdMetadataStore(spec, options);
+    case MetadataServerSpec::Kind::kRedis: return OpenRedisMetadataStore(spec, options);
   }
   return InternalError("unknown metadata server kind");
 }

@@ -136,11 +136,11 @@ TEST_P(MetadataTest, PutGetListDeleteWithBinaryValues) {
   std::string binary("\0\x01\xff\r\n=&?%", 10);
   auto random = testing::RandomBytes(70000, 7);
   std::string big(random.begin(), random.end());
-  const std::string seg = SegmentPrefix("crescent");
+  const std::string seg = keys::SegmentPrefix("crescent");
   ASSERT_TRUE(s->Put(seg + "a b/c?&=", binary).ok());
   ASSERT_TRUE(s->Put(seg + "big", big).ok());
   ASSERT_TRUE(s->Put(seg + "x", "1").ok());
-  ASSERT_TRUE(s->Put(SegmentPrefix("other") + "x", "other cluster").ok());
+  ASSERT_TRUE(s->Put(keys::SegmentPrefix("other") + "x", "other cluster").ok());
   ASSERT_TRUE(s->Put(seg + "x", "2").ok());  // replaces
 
   EXPECT_EQ(*s->Get(seg + "a b/c?&="), binary);
@@ -194,7 +194,7 @@ TEST_P(MetadataTest, ConcurrentClients) {
 // entry lives while it runs (refreshed past its ttl) and expires after kill -9.
 TEST_P(MetadataTest, EntriesOfKilledProcessExpire) {
   auto reader = Open(false);
-  const std::string key = SegmentKey("crescent", "writer");
+  const std::string key = keys::SegmentKey("crescent", "writer");
   Subprocess writer({testing::CrescentBin(), "metadata", "--metadata-server", server_->url(), "put",
                      key, "alive", "--hold", "--ttl-ms", std::to_string(Ttl().count())});
   ASSERT_TRUE(WaitFor(*reader, key, true, 10s)) << (writer.DumpLog(), "writer never published");
@@ -262,16 +262,42 @@ TEST_P(MetadataTest, EntriesComeBackAfterServerRestart) {
   EXPECT_EQ(reader->Get("crescent/segments/back").value_or(""), "again");
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, MetadataTest, ::testing::Values("http"),
+// A key another client deleted is not brought back by its owner's refresh.
+TEST_P(MetadataTest, DeletedByAnotherClientStaysDeleted) {
+  auto owner = Open();
+  ASSERT_TRUE(owner->Put("crescent/segments/gone", "x").ok());
+  auto other = Open(false);
+  ASSERT_TRUE(other->Delete("crescent/segments/gone").ok());
+  std::this_thread::sleep_for(Ttl());  // three refresh periods
+  EXPECT_EQ(other->Get("crescent/segments/gone").status().code(), StatusCode::kNotFound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetadataTest, ::testing::Values("http", "etcd", "redis"),
                          [](const auto& info) { return info.param; });
 
+// etcd://dead,live: operations fail over to the endpoint that answers.
+TEST(EtcdMetadataTest, FailsOverToTheNextEndpoint) {
+  testing::EtcdServer etcd;
+  ASSERT_TRUE(etcd.ok());
+  uint16_t dead = testing::FreePort();
+  auto spec = ParseMetadataServer(fmt::format("etcd://127.0.0.1:{},{}", dead, etcd.endpoint()));
+  ASSERT_TRUE(spec.ok());
+  MetadataOptions o;
+  o.ttl = 2000ms;
+  auto s = OpenMetadataStore(*spec, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE((*s)->Put("crescent/segments/f", "v").ok());
+  EXPECT_EQ((*s)->Get("crescent/segments/f").value_or(""), "v");
+  EXPECT_EQ((*s)->Describe(), fmt::format("etcd://127.0.0.1:{},{}", dead, etcd.endpoint()));
+}
+
 TEST(MetadataKeysTest, Schema) {
-  EXPECT_EQ(SegmentKey("crescent", "host:1234"), "crescent/segments/host:1234");
-  EXPECT_EQ(SegmentPrefix("c1"), "c1/segments/");
-  EXPECT_EQ(EndpointKey("crescent", "master", "0"), "crescent/endpoints/master/0");
-  EXPECT_TRUE(ValidateClusterId("crescent").ok());
-  EXPECT_FALSE(ValidateClusterId("a/b").ok());
-  EXPECT_FALSE(ValidateClusterId("").ok());
+  EXPECT_EQ(keys::SegmentKey("crescent", "host:1234"), "crescent/segments/host:1234");
+  EXPECT_EQ(keys::SegmentPrefix("c1"), "c1/segments/");
+  EXPECT_EQ(keys::EndpointKey("crescent", "master", "0"), "crescent/endpoints/master/0");
+  EXPECT_TRUE(keys::ValidateClusterId("crescent").ok());
+  EXPECT_FALSE(keys::ValidateClusterId("a/b").ok());
+  EXPECT_FALSE(keys::ValidateClusterId("").ok());
 }
 
 }  // namespace
