@@ -12,6 +12,7 @@
 // it, repeats. GB/s are 10^9 bytes per second of payload. memcpy mode is the
 // reference for the shared-memory path: one thread copying the same blocks.
 #include <signal.h>
+#include <sys/resource.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -61,6 +62,13 @@ std::unique_ptr<uint8_t[]> Touched(uint64_t bytes) {
   std::unique_ptr<uint8_t[]> p(new uint8_t[bytes]);
   std::memset(p.get(), 0x5a, bytes);
   return p;
+}
+
+// CPU seconds (user + system) this process has used.
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 struct Percentiles {
@@ -211,6 +219,7 @@ Status RunInitiator(const Options& o) {
       bytes += per_thread;
     }
   };
+  double cpu_start = CpuSeconds();
   auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < o.threads; ++t) threads.emplace_back(worker, t);
@@ -218,17 +227,19 @@ Status RunInitiator(const Options& o) {
   stop = true;
   for (auto& th : threads) th.join();
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  double cpu = CpuSeconds() - cpu_start;
   for (auto& e : errors) RETURN_IF_ERROR(e);
   std::vector<double> all;
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   Percentiles p = Summarize(all);
   double gbps = bytes.load() / secs / 1e9;
   fmt::print("{} {} blocks over {}: batch {} x {} threads, {:.1f} s: {:.2f} GB/s, batch latency "
-             "p50 {:.2f} ms p99 {:.2f} ms ({} batches)\n",
+             "p50 {:.2f} ms p99 {:.2f} ms ({} batches); initiator cpu {:.2f} s/GB\n",
              o.operation, o.block_size, path, o.batch_size, o.threads, secs, gbps, p.p50_ms,
-             p.p99_ms, all.size());
-  fmt::print("RESULT mode=initiator op={} block={} path={} gbps={:.3f} p50_ms={:.3f} p99_ms={:.3f}\n",
-             o.operation, block, path, gbps, p.p50_ms, p.p99_ms);
+             p.p99_ms, all.size(), cpu / (bytes.load() / 1e9));
+  fmt::print("RESULT mode=initiator op={} block={} path={} gbps={:.3f} p50_ms={:.3f} p99_ms={:.3f} "
+             "cpu_s_per_gb={:.3f}\n",
+             o.operation, block, path, gbps, p.p50_ms, p.p99_ms, cpu / (bytes.load() / 1e9));
   return OkStatus();
 }
 
