@@ -19,21 +19,21 @@
 namespace crescent::model {
 namespace {
 
-constexpr double kTolerance = 1e-4;  // ‖out − ref‖ / ‖ref‖
+constexpr double kTolerance = 1e-4; // ‖out − ref‖ / ‖ref‖
 
 struct Case {
   std::vector<int32_t> prompt;
-  std::vector<std::vector<float>> all_logits;  // empty for long prompts
+  std::vector<std::vector<float>> all_logits; // empty for long prompts
   std::vector<float> last_logits;
   std::vector<int32_t> greedy;
   std::vector<double> margins;
 };
 
-std::vector<Case> LoadCases(const std::string& dir) {
+std::vector<Case> LoadCases(const std::string &dir) {
   std::ifstream in(dir + "/reference.json");
   nlohmann::json j = nlohmann::json::parse(in);
   std::vector<Case> cases;
-  for (const auto& c : j["cases"]) {
+  for (const auto &c : j["cases"]) {
     Case k;
     k.prompt = c["prompt"].get<std::vector<int32_t>>();
     if (c.contains("all_logits") && !c["all_logits"].is_null()) {
@@ -47,10 +47,11 @@ std::vector<Case> LoadCases(const std::string& dir) {
   return cases;
 }
 
-double RelError(std::span<const float> out, const std::vector<float>& ref) {
+double RelError(std::span<const float> out, const std::vector<float> &ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
+    num += (static_cast<double>(out[i]) - ref[i]) *
+           (static_cast<double>(out[i]) - ref[i]);
     den += static_cast<double>(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
@@ -60,34 +61,35 @@ int32_t Argmax(std::span<const float> v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-double Norm(const std::vector<float>& v) {
+double Norm(const std::vector<float> &v) {
   double s = 0;
-  for (float x : v) s += static_cast<double>(x) * x;
+  for (float x : v)
+    s += static_cast<double>(x) * x;
   return std::sqrt(s);
 }
 
 // Hands out block ids in a shuffled order so that tables are never
 // contiguous, as under a real block manager.
 class BlockAllocator {
- public:
+public:
   explicit BlockAllocator(int32_t n, uint32_t seed) : free_(n) {
     std::iota(free_.begin(), free_.end(), 0);
     std::shuffle(free_.begin(), free_.end(), std::mt19937(seed));
   }
   // Grows `table` to cover `tokens` positions.
-  void Cover(std::vector<int32_t>& table, int64_t tokens, int32_t block_size) {
+  void Cover(std::vector<int32_t> &table, int64_t tokens, int32_t block_size) {
     while (static_cast<int64_t>(table.size()) * block_size < tokens) {
       table.push_back(free_.back());
       free_.pop_back();
     }
   }
 
- private:
+private:
   std::vector<int32_t> free_;
 };
 
 class FidelityTest : public ::testing::TestWithParam<std::string> {
- protected:
+protected:
   void SetUp() override {
     dir_ = "tests/data/models/" + GetParam();
     cases_ = LoadCases(dir_);
@@ -102,16 +104,20 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
     return std::move(b).value();
   }
   // Checks rows of one case: rows[i] are logits of prompt position first + i.
-  void ExpectPositions(const Case& c, int64_t first, const ForwardOutput& out, int32_t seq,
-                       const std::string& mode) {
+  void ExpectPositions(const Case &c, int64_t first, const ForwardOutput &out,
+                       int32_t seq, const std::string &mode) {
     for (int32_t r = out.row_begin[seq]; r < out.row_begin[seq + 1]; ++r) {
       const int64_t pos = first + (r - out.row_begin[seq]);
-      const std::vector<float>* ref = nullptr;
-      if (!c.all_logits.empty()) ref = &c.all_logits[pos];
-      if (pos == static_cast<int64_t>(c.prompt.size()) - 1) ref = &c.last_logits;
-      if (!ref) continue;
+      const std::vector<float> *ref = nullptr;
+      if (!c.all_logits.empty())
+        ref = &c.all_logits[pos];
+      if (pos == static_cast<int64_t>(c.prompt.size()) - 1)
+        ref = &c.last_logits;
+      if (!ref)
+        continue;
       EXPECT_LT(RelError(out.Row(r), *ref), kTolerance)
-          << GetParam() << " " << mode << " prompt of " << c.prompt.size() << " position " << pos;
+          << GetParam() << " " << mode << " prompt of " << c.prompt.size()
+          << " position " << pos;
     }
   }
 
@@ -122,7 +128,7 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
 TEST_P(FidelityTest, WholePrefill) {
   auto backend = Load(16);
   BlockAllocator blocks(backend->num_kv_blocks(), 1);
-  for (const Case& c : cases_) {
+  for (const Case &c : cases_) {
     std::vector<int32_t> table;
     blocks.Cover(table, c.prompt.size(), 16);
     ForwardBatch batch{{{c.prompt, 0, table, LogitsMode::kAll}}};
@@ -137,15 +143,17 @@ TEST_P(FidelityTest, TokenByToken) {
   for (int32_t block_size : {16, 5}) {
     auto backend = Load(block_size);
     BlockAllocator blocks(backend->num_kv_blocks(), 2);
-    for (const Case& c : cases_) {
+    for (const Case &c : cases_) {
       std::vector<int32_t> table;
       for (size_t p = 0; p < c.prompt.size(); ++p) {
         blocks.Cover(table, p + 1, block_size);
-        ForwardBatch batch{{{std::span(c.prompt).subspan(p, 1), static_cast<int32_t>(p), table,
-                             LogitsMode::kLast}}};
+        ForwardBatch batch{
+            {{std::span(c.prompt).subspan(p, 1), static_cast<int32_t>(p), table,
+              LogitsMode::kLast}}};
         ForwardOutput out;
         ASSERT_TRUE(backend->Forward(batch, &out).ok());
-        ExpectPositions(c, p, out, 0, "token by token, block " + std::to_string(block_size));
+        ExpectPositions(c, p, out, 0,
+                        "token by token, block " + std::to_string(block_size));
       }
     }
   }
@@ -156,14 +164,15 @@ TEST_P(FidelityTest, OddChunksAcrossBlocks) {
   auto backend = Load(block_size);
   BlockAllocator blocks(backend->num_kv_blocks(), 3);
   const int chunk_sizes[] = {3, 7, 1, 11, 13};
-  for (const Case& c : cases_) {
+  for (const Case &c : cases_) {
     std::vector<int32_t> table;
     size_t p = 0;
     for (int i = 0; p < c.prompt.size(); ++i) {
-      const size_t n = std::min<size_t>(chunk_sizes[i % 5], c.prompt.size() - p);
+      const size_t n =
+          std::min<size_t>(chunk_sizes[i % 5], c.prompt.size() - p);
       blocks.Cover(table, p + n, block_size);
-      ForwardBatch batch{{{std::span(c.prompt).subspan(p, n), static_cast<int32_t>(p), table,
-                           LogitsMode::kAll}}};
+      ForwardBatch batch{{{std::span(c.prompt).subspan(p, n),
+                           static_cast<int32_t>(p), table, LogitsMode::kAll}}};
       ForwardOutput out;
       ASSERT_TRUE(backend->Forward(batch, &out).ok());
       ExpectPositions(c, p, out, 0, "chunked");
@@ -186,22 +195,28 @@ TEST_P(FidelityTest, BatchedWithOtherSequences) {
     ForwardBatch batch;
     std::vector<size_t> which, first;
     for (size_t i = 0; i < n; ++i) {
-      const Case& c = cases_[i];
-      if (done[i] == c.prompt.size()) continue;
-      // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19 or 28.
-      const size_t len = std::min<size_t>((i + step) % 4 * 9 + 1, c.prompt.size() - done[i]);
+      const Case &c = cases_[i];
+      if (done[i] == c.prompt.size())
+        continue;
+      // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19
+      // or 28.
+      const size_t len =
+          std::min<size_t>((i + step) % 4 * 9 + 1, c.prompt.size() - done[i]);
       blocks.Cover(tables[i], done[i] + len, block_size);
       batch.sequences.push_back({std::span(c.prompt).subspan(done[i], len),
-                                 static_cast<int32_t>(done[i]), tables[i], LogitsMode::kAll});
+                                 static_cast<int32_t>(done[i]), tables[i],
+                                 LogitsMode::kAll});
       which.push_back(i);
       first.push_back(done[i]);
       done[i] += len;
     }
-    if (batch.sequences.empty()) break;
+    if (batch.sequences.empty())
+      break;
     ForwardOutput out;
     ASSERT_TRUE(backend->Forward(batch, &out).ok());
     for (size_t s = 0; s < which.size(); ++s) {
-      ExpectPositions(cases_[which[s]], first[s], out, static_cast<int32_t>(s), "batched");
+      ExpectPositions(cases_[which[s]], first[s], out, static_cast<int32_t>(s),
+                      "batched");
     }
   }
 }
@@ -213,26 +228,29 @@ TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
   auto backend = Load(block_size);
   BlockAllocator blocks(backend->num_kv_blocks(), 5);
   int compared = 0;
-  for (const Case& c : cases_) {
+  for (const Case &c : cases_) {
     // An element of the logits may be off by up to ‖error‖ ≤ tol·‖ref‖,
     // so a margin below twice that may flip.
     const double margin_tolerance = 2 * kTolerance * Norm(c.last_logits);
     std::vector<int32_t> table, seq = c.prompt;
     blocks.Cover(table, seq.size(), block_size);
     ForwardOutput out;
-    ASSERT_TRUE(backend->Forward({{{seq, 0, table, LogitsMode::kLast}}}, &out).ok());
+    ASSERT_TRUE(
+        backend->Forward({{{seq, 0, table, LogitsMode::kLast}}}, &out).ok());
     for (size_t step = 0; step < c.greedy.size(); ++step) {
       const int32_t next = Argmax(out.LastRow(0));
-      if (c.margins[step] < margin_tolerance) break;  // may legitimately differ from here on
-      ASSERT_EQ(next, c.greedy[step]) << GetParam() << " prompt of " << c.prompt.size()
-                                      << " step " << step;
+      if (c.margins[step] < margin_tolerance)
+        break; // may legitimately differ from here on
+      ASSERT_EQ(next, c.greedy[step])
+          << GetParam() << " prompt of " << c.prompt.size() << " step " << step;
       ++compared;
       seq.push_back(next);
       blocks.Cover(table, seq.size(), block_size);
-      ASSERT_TRUE(backend->Forward({{{std::span(seq).last(1),
-                                      static_cast<int32_t>(seq.size() - 1), table,
-                                      LogitsMode::kLast}}},
-                                   &out)
+      ASSERT_TRUE(backend
+                      ->Forward({{{std::span(seq).last(1),
+                                   static_cast<int32_t>(seq.size() - 1), table,
+                                   LogitsMode::kLast}}},
+                                &out)
                       .ok());
     }
   }
@@ -249,18 +267,21 @@ TEST_P(FidelityTest, ReferenceForwardMatches) {
   ASSERT_TRUE(ckpt.ok());
   auto weights = BindWeights(**ckpt, *config);
   ASSERT_TRUE(weights.ok());
-  for (const Case& c : cases_) {
-    if (c.all_logits.empty()) continue;
+  for (const Case &c : cases_) {
+    if (c.all_logits.empty())
+      continue;
     auto logits = ReferenceForward(*config, *weights, c.prompt);
     ASSERT_TRUE(logits.ok());
     for (size_t p = 0; p < c.prompt.size(); ++p) {
-      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), kTolerance) << "position " << p;
+      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), kTolerance)
+          << "position " << p;
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FidelityTest,
-                         ::testing::Values("tiny-qwen3", "tiny-qwen2", "tiny-llama3"));
+                         ::testing::Values("tiny-qwen3", "tiny-qwen2",
+                                           "tiny-llama3"));
 
-}  // namespace
-}  // namespace crescent::model
+} // namespace
+} // namespace crescent::model

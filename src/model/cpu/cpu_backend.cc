@@ -1,12 +1,16 @@
 #include "model/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/logging.h"
@@ -19,29 +23,85 @@
 namespace crescent::model::cpu {
 namespace {
 
+// Wall time per stage of the forward pass, printed to stderr at exit when
+// CRESCENT_PROFILE is set (to see where a benchmark's time goes).
+enum Stage {
+  kEmbed,
+  kNorm,
+  kQkv,
+  kRopeKv,
+  kAttention,
+  kOProj,
+  kGateUp,
+  kSilu,
+  kDown,
+  kLmHead,
+  kNumStages
+};
+constexpr const char *kStageNames[kNumStages] = {
+    "embed+rope", "norm+residual", "qkv",     "qk-norm+rope+kv",
+    "attention",  "o_proj",        "gate+up", "silu",
+    "down",       "lm_head"};
+class StageTimer {
+public:
+  StageTimer() : enabled_(std::getenv("CRESCENT_PROFILE") != nullptr) {}
+  ~StageTimer() {
+    if (!enabled_)
+      return;
+    double total = 0;
+    for (double t : seconds_)
+      total += t;
+    for (int i = 0; i < kNumStages; ++i) {
+      std::fprintf(stderr, "profile: %-18s %8.3f s %5.1f%%\n", kStageNames[i],
+                   seconds_[i], total > 0 ? 100 * seconds_[i] / total : 0.0);
+    }
+  }
+  // Runs fn, charging its wall time to `stage`.
+  template <typename Fn> void Time(Stage stage, Fn &&fn) {
+    if (!enabled_)
+      return fn();
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    seconds_[stage] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+  }
+
+private:
+  bool enabled_;
+  double seconds_[kNumStages] = {};
+};
+
 // Bytes sampled from each end of every tensor for the fingerprint.
 constexpr size_t kFingerprintSample = 4096;
 
-WeightMatrix Matrix(const TensorView* t) {
-  return {t->dtype, t->data, t->shape[0], t->shape.size() > 1 ? t->shape[1] : 1};
+WeightMatrix Matrix(const TensorView *t) {
+  return {t->dtype, t->data, t->shape[0],
+          t->shape.size() > 1 ? t->shape[1] : 1};
 }
 
-std::vector<float> Floats(const TensorView* t) { return t ? ToFloat(*t) : std::vector<float>(); }
-const float* Ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+std::vector<float> Floats(const TensorView *t) {
+  return t ? ToFloat(*t) : std::vector<float>();
+}
+const float *Ptr(const std::vector<float> &v) {
+  return v.empty() ? nullptr : v.data();
+}
 
-std::string Fingerprint(const Checkpoint& ckpt, std::string_view config_text) {
-  XXH3_state_t* st = XXH3_createState();
+std::string Fingerprint(const Checkpoint &ckpt, std::string_view config_text) {
+  XXH3_state_t *st = XXH3_createState();
   XXH3_64bits_reset(st);
   XXH3_64bits_update(st, config_text.data(), config_text.size());
-  for (const std::string& h : ckpt.headers()) XXH3_64bits_update(st, h.data(), h.size());
-  for (const auto& [name, t] : ckpt.tensors()) {
-    const char* p = static_cast<const char*>(t.data);
+  for (const std::string &h : ckpt.headers())
+    XXH3_64bits_update(st, h.data(), h.size());
+  for (const auto &[name, t] : ckpt.tensors()) {
+    const char *p = static_cast<const char *>(t.data);
     size_t n = std::min(t.bytes, kFingerprintSample);
     XXH3_64bits_update(st, p, n);
     XXH3_64bits_update(st, p + t.bytes - n, n);
   }
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(XXH3_64bits_digest(st)));
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits_digest(st)));
   XXH3_freeState(st);
   return buf;
 }
@@ -49,38 +109,44 @@ std::string Fingerprint(const Checkpoint& ckpt, std::string_view config_text) {
 // Float32 copies of the small per-layer vectors (norm weights, biases).
 struct LayerVectors {
   std::vector<float> input_norm, post_norm, q_norm, k_norm;
-  std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;
+  std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias,
+      down_bias;
 };
 
 class CpuBackend final : public Backend {
- public:
-  CpuBackend(std::unique_ptr<Checkpoint> ckpt, ModelConfig config, ModelWeights weights,
-             int num_threads)
-      : ckpt_(std::move(ckpt)), config_(std::move(config)), weights_(std::move(weights)),
-        pool_(num_threads) {}
+public:
+  CpuBackend(std::unique_ptr<Checkpoint> ckpt, ModelConfig config,
+             ModelWeights weights, int num_threads)
+      : ckpt_(std::move(ckpt)), config_(std::move(config)),
+        weights_(std::move(weights)), pool_(num_threads) {}
   ~CpuBackend() override {
-    if (kv_) ::munmap(kv_, kv_bytes_);
+    if (kv_)
+      ::munmap(kv_, kv_bytes_);
   }
 
-  Status Init(const BackendOptions& options, std::string_view config_text) {
-    layout_ = {config_.num_layers, config_.num_kv_heads, config_.head_dim, options.kv_block_size,
-               KvDtype::kFloat32};
-    num_blocks_ = options.num_kv_blocks > 0
-                      ? options.num_kv_blocks
-                      : static_cast<int32_t>(std::min<uint64_t>(
-                            options.kv_cache_bytes / layout_.BlockBytes(), INT32_MAX));
+  Status Init(const BackendOptions &options, std::string_view config_text) {
+    layout_ = {config_.num_layers, config_.num_kv_heads, config_.head_dim,
+               options.kv_block_size, KvDtype::kFloat32};
+    num_blocks_ =
+        options.num_kv_blocks > 0
+            ? options.num_kv_blocks
+            : static_cast<int32_t>(std::min<uint64_t>(
+                  options.kv_cache_bytes / layout_.BlockBytes(), INT32_MAX));
     if (num_blocks_ <= 0) {
-      return InvalidArgumentError("kv_cache_bytes " + std::to_string(options.kv_cache_bytes) +
-                                  " holds no KV block of " + std::to_string(layout_.BlockBytes()) +
-                                  " bytes; raise it or set num_kv_blocks");
+      return InvalidArgumentError(
+          "kv_cache_bytes " + std::to_string(options.kv_cache_bytes) +
+          " holds no KV block of " + std::to_string(layout_.BlockBytes()) +
+          " bytes; raise it or set num_kv_blocks");
     }
     kv_bytes_ = static_cast<size_t>(num_blocks_) * layout_.BlockBytes();
-    void* p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
+    void *p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return ErrnoToStatus(errno, "reserve KV pool of " + std::to_string(kv_bytes_) + " bytes");
+    if (p == MAP_FAILED)
+      return ErrnoToStatus(errno, "reserve KV pool of " +
+                                      std::to_string(kv_bytes_) + " bytes");
     ::madvise(p, kv_bytes_, MADV_HUGEPAGE);
-    kv_ = static_cast<float*>(p);
-    for (const LayerWeights& lw : weights_.layers) {
+    kv_ = static_cast<float *>(p);
+    for (const LayerWeights &lw : weights_.layers) {
       LayerVectors v;
       v.input_norm = Floats(lw.input_norm);
       v.post_norm = Floats(lw.post_norm);
@@ -101,19 +167,20 @@ class CpuBackend final : public Backend {
     return OkStatus();
   }
 
-  const ModelConfig& config() const override { return config_; }
-  const KvBlockLayout& kv_layout() const override { return layout_; }
+  const ModelConfig &config() const override { return config_; }
+  const KvBlockLayout &kv_layout() const override { return layout_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
-  const std::string& model_fingerprint() const override { return fingerprint_; }
+  const std::string &model_fingerprint() const override { return fingerprint_; }
   std::string_view name() const override { return "cpu"; }
 
-  Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
-  Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
+  Status Forward(const ForwardBatch &batch, ForwardOutput *out) override;
+  Status ReadKvBlocks(std::span<const int32_t> blocks,
+                      std::span<std::byte> bytes) const override;
   Status WriteKvBlocks(std::span<const int32_t> blocks,
                        std::span<const std::byte> bytes) override;
 
- private:
-  Status Validate(const ForwardBatch& batch) const;
+private:
+  Status Validate(const ForwardBatch &batch) const;
   Status CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const;
   void RunLayer(int layer, int64_t T);
 
@@ -123,35 +190,39 @@ class CpuBackend final : public Backend {
   ModelWeights weights_;
   std::vector<LayerVectors> layer_vectors_;
   std::vector<float> final_norm_;
-  std::vector<float> inv_freq_;  // [D/2]
+  std::vector<float> inv_freq_; // [D/2]
   KvBlockLayout layout_;
   int32_t num_blocks_ = 0;
   std::string fingerprint_;
-  float* kv_ = nullptr;  // [num_blocks][BlockElements()]
+  float *kv_ = nullptr; // [num_blocks][BlockElements()]
   size_t kv_bytes_ = 0;
   ThreadPool pool_;
+  StageTimer timer_;
 
   // ---- scratch of Forward (one Forward at a time); T = new tokens ----
-  std::vector<AttentionToken> tokens_;  // [T]
-  std::vector<int32_t> positions_;      // [T]
-  std::vector<float> x_;       // [T][H] residual stream
-  std::vector<float> xn_;      // [T][H] normalised
-  std::vector<float> q_;       // [T][Hq*D]
-  std::vector<float> k_, v_;   // [T][Hkv*D]
-  std::vector<float> attn_;    // [T][Hq*D]
-  std::vector<float> gate_, up_;  // [T][I]
-  std::vector<float> tmp_;     // [T][H]
-  std::vector<float> cos_, sin_;  // [T][D/2]
+  std::vector<AttentionToken> tokens_; // [T]
+  std::vector<int32_t> positions_;     // [T]
+  std::vector<float> x_;               // [T][H] residual stream
+  std::vector<float> xn_;              // [T][H] normalised
+  std::vector<float> q_;               // [T][Hq*D]
+  std::vector<float> k_, v_;           // [T][Hkv*D]
+  std::vector<float> attn_;            // [T][Hq*D]
+  std::vector<float> gate_, up_;       // [T][I]
+  std::vector<float> tmp_;             // [T][H]
+  std::vector<float> cos_, sin_;       // [T][D/2]
 };
 
-Status CpuBackend::Validate(const ForwardBatch& batch) const {
-  if (batch.sequences.empty()) return InvalidArgumentError("forward batch has no sequences");
+Status CpuBackend::Validate(const ForwardBatch &batch) const {
+  if (batch.sequences.empty())
+    return InvalidArgumentError("forward batch has no sequences");
   std::vector<int64_t> slots;
   for (size_t i = 0; i < batch.sequences.size(); ++i) {
-    const SequenceInput& s = batch.sequences[i];
+    const SequenceInput &s = batch.sequences[i];
     const std::string where = "sequence " + std::to_string(i) + ": ";
-    if (s.tokens.empty()) return InvalidArgumentError(where + "no new tokens");
-    if (s.position < 0) return InvalidArgumentError(where + "negative position");
+    if (s.tokens.empty())
+      return InvalidArgumentError(where + "no new tokens");
+    if (s.position < 0)
+      return InvalidArgumentError(where + "negative position");
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
         return InvalidArgumentError(where + "token id " + std::to_string(t) +
@@ -159,42 +230,60 @@ Status CpuBackend::Validate(const ForwardBatch& batch) const {
                                     std::to_string(config_.vocab_size) + ")");
       }
     }
-    const int64_t end = int64_t{s.position} + static_cast<int64_t>(s.tokens.size());
+    const int64_t end =
+        int64_t{s.position} + static_cast<int64_t>(s.tokens.size());
     const int64_t need = (end + layout_.block_size - 1) / layout_.block_size;
     if (static_cast<int64_t>(s.block_table.size()) < need) {
-      return InvalidArgumentError(where + "block table has " +
-                                  std::to_string(s.block_table.size()) + " blocks; positions [0, " +
-                                  std::to_string(end) + ") need " + std::to_string(need) +
-                                  " of " + std::to_string(layout_.block_size) + " tokens");
+      return InvalidArgumentError(
+          where + "block table has " + std::to_string(s.block_table.size()) +
+          " blocks; positions [0, " + std::to_string(end) + ") need " +
+          std::to_string(need) + " of " + std::to_string(layout_.block_size) +
+          " tokens");
     }
     for (int64_t j = 0; j < need; ++j) {
       if (s.block_table[j] < 0 || s.block_table[j] >= num_blocks_) {
-        return InvalidArgumentError(where + "block id " + std::to_string(s.block_table[j]) +
-                                    " is outside the pool [0, " + std::to_string(num_blocks_) + ")");
+        return InvalidArgumentError(
+            where + "block id " + std::to_string(s.block_table[j]) +
+            " is outside the pool [0, " + std::to_string(num_blocks_) + ")");
       }
     }
     for (int64_t p = s.position; p < end; ++p) {
-      slots.push_back(int64_t{s.block_table[p / layout_.block_size]} * layout_.block_size +
+      slots.push_back(int64_t{s.block_table[p / layout_.block_size]} *
+                          layout_.block_size +
                       p % layout_.block_size);
     }
   }
   std::sort(slots.begin(), slots.end());
   if (std::adjacent_find(slots.begin(), slots.end()) != slots.end()) {
-    return InvalidArgumentError("two new tokens of the batch write the same KV slot (block " +
-                                std::to_string(*std::adjacent_find(slots.begin(), slots.end()) /
-                                               layout_.block_size) +
-                                "); blocks written in one batch must not be shared");
+    return InvalidArgumentError(
+        "two new tokens of the batch write the same KV slot (block " +
+        std::to_string(*std::adjacent_find(slots.begin(), slots.end()) /
+                       layout_.block_size) +
+        "); blocks written in one batch must not be shared");
   }
   return OkStatus();
 }
 
-Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
+// Sets FTZ/DAZ on the calling thread for a scope (see kFlushDenormals).
+class FlushDenormalsScope {
+public:
+  FlushDenormalsScope() : saved_(_mm_getcsr()) {
+    _mm_setcsr(saved_ | kFlushDenormals);
+  }
+  ~FlushDenormalsScope() { _mm_setcsr(saved_); }
+
+private:
+  unsigned saved_;
+};
+
+Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   RETURN_IF_ERROR(Validate(batch));
+  FlushDenormalsScope flush_denormals;
   const int64_t H = config_.hidden_size, D = config_.head_dim, half = D / 2;
   tokens_.clear();
   positions_.clear();
   std::vector<int32_t> ids;
-  for (const SequenceInput& s : batch.sequences) {
+  for (const SequenceInput &s : batch.sequences) {
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int32_t pos = s.position + static_cast<int32_t>(i);
       tokens_.push_back({pos, s.block_table});
@@ -216,26 +305,32 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   tmp_.resize(T * H);
   cos_.resize(T * half);
   sin_.resize(T * half);
-  const TensorView* embed = weights_.embed;
+  const TensorView *embed = weights_.embed;
   const size_t esize = DTypeSize(embed->dtype);
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      WidenRow(embed->dtype, static_cast<const char*>(embed->data) + ids[t] * H * esize, H,
-               x_.data() + t * H);
-      RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half, sin_.data() + t * half);
-    }
+  timer_.Time(kEmbed, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        WidenRow(embed->dtype,
+                 static_cast<const char *>(embed->data) + ids[t] * H * esize, H,
+                 x_.data() + t * H);
+        RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half,
+                   sin_.data() + t * half);
+      }
+    });
   });
-  for (int l = 0; l < config_.num_layers; ++l) RunLayer(l, T);
+  for (int l = 0; l < config_.num_layers; ++l)
+    RunLayer(l, T);
 
   // Logits of the requested rows.
   out->vocab_size = config_.vocab_size;
   out->row_begin.assign(1, 0);
   std::vector<int64_t> rows;
   int64_t t0 = 0;
-  for (const SequenceInput& s : batch.sequences) {
+  for (const SequenceInput &s : batch.sequences) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.logits == LogitsMode::kAll) {
-      for (int64_t i = 0; i < n; ++i) rows.push_back(t0 + i);
+      for (int64_t i = 0; i < n; ++i)
+        rows.push_back(t0 + i);
     } else if (s.logits == LogitsMode::kLast) {
       rows.push_back(t0 + n - 1);
     }
@@ -244,144 +339,180 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   }
   const int64_t R = static_cast<int64_t>(rows.size());
   out->logits.resize(static_cast<size_t>(R) * config_.vocab_size);
-  if (R == 0) return OkStatus();
-  pool_.ParallelFor(R, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t r = b; r < e; ++r) {
-      RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H, config_.rms_norm_eps,
-              xn_.data() + r * H);
-    }
+  if (R == 0)
+    return OkStatus();
+  timer_.Time(kLmHead, [&] {
+    pool_.ParallelFor(R, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t r = b; r < e; ++r) {
+        RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H,
+                config_.rms_norm_eps, xn_.data() + r * H);
+      }
+    });
+    const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(),
+                            config_.vocab_size, nullptr};
+    MatMul(pool_, xn_.data(), R, H, {&head, 1});
   });
-  const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(), config_.vocab_size,
-                          nullptr};
-  MatMul(pool_, xn_.data(), R, H, {&head, 1});
   return OkStatus();
 }
 
 void CpuBackend::RunLayer(int l, int64_t T) {
-  const LayerWeights& lw = weights_.layers[l];
-  const LayerVectors& lv = layer_vectors_[l];
+  const LayerWeights &lw = weights_.layers[l];
+  const LayerVectors &lv = layer_vectors_[l];
   const int64_t H = config_.hidden_size, D = config_.head_dim, half = D / 2;
   const int64_t Hq = config_.num_heads, Hkv = config_.num_kv_heads;
   const int64_t QD = Hq * D, KD = Hkv * D, I = config_.intermediate_size;
   const double eps = config_.rms_norm_eps;
 
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t)
-      RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps, xn_.data() + t * H);
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps,
+                xn_.data() + t * H);
+    });
   });
   const MatMulTarget qkv[] = {
       {Matrix(lw.q_proj), q_.data(), QD, Ptr(lv.q_bias)},
       {Matrix(lw.k_proj), k_.data(), KD, Ptr(lv.k_bias)},
       {Matrix(lw.v_proj), v_.data(), KD, Ptr(lv.v_bias)},
   };
-  MatMul(pool_, xn_.data(), T, H, qkv);
+  timer_.Time(kQkv, [&] { MatMul(pool_, xn_.data(), T, H, qkv); });
 
   // q/k norm (Qwen3), RoPE, and the new K/V into the pool.
-  pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* c = cos_.data() + t * half;
-      const float* s = sin_.data() + t * half;
-      for (int64_t h = 0; h < Hq; ++h) {
-        float* qh = q_.data() + t * QD + h * D;
-        if (config_.qk_norm) RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
-        RopeApply(qh, static_cast<int>(D), c, s);
+  timer_.Time(kRopeKv, [&] {
+    pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        const float *c = cos_.data() + t * half;
+        const float *s = sin_.data() + t * half;
+        for (int64_t h = 0; h < Hq; ++h) {
+          float *qh = q_.data() + t * QD + h * D;
+          if (config_.qk_norm)
+            RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
+          RopeApply(qh, static_cast<int>(D), c, s);
+        }
+        const int32_t pos = tokens_[t].position;
+        const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
+        const int32_t slot = pos % layout_.block_size;
+        float *block_base =
+            kv_ + static_cast<size_t>(block) * layout_.BlockElements();
+        for (int64_t g = 0; g < Hkv; ++g) {
+          float *kh = k_.data() + t * KD + g * D;
+          if (config_.qk_norm)
+            RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
+          RopeApply(kh, static_cast<int>(D), c, s);
+          std::memcpy(block_base +
+                          layout_.ElementOffset(l, kKvKindKey, g, slot),
+                      kh, D * 4);
+          std::memcpy(block_base +
+                          layout_.ElementOffset(l, kKvKindValue, g, slot),
+                      v_.data() + t * KD + g * D, D * 4);
+        }
       }
-      const int32_t pos = tokens_[t].position;
-      const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
-      const int32_t slot = pos % layout_.block_size;
-      float* block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
-      for (int64_t g = 0; g < Hkv; ++g) {
-        float* kh = k_.data() + t * KD + g * D;
-        if (config_.qk_norm) RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
-        RopeApply(kh, static_cast<int>(D), c, s);
-        std::memcpy(block_base + layout_.ElementOffset(l, kKvKindKey, g, slot), kh, D * 4);
-        std::memcpy(block_base + layout_.ElementOffset(l, kKvKindValue, g, slot),
-                    v_.data() + t * KD + g * D, D * 4);
-      }
-    }
+    });
   });
-  PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_, kv_, l,
-                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), attn_.data());
+  timer_.Time(kAttention, [&] {
+    PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_,
+                   kv_, l,
+                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))),
+                   attn_.data());
+  });
 
   const MatMulTarget o{Matrix(lw.o_proj), tmp_.data(), H, Ptr(lv.o_bias)};
-  MatMul(pool_, attn_.data(), T, QD, {&o, 1});
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      float* x = x_.data() + t * H;
-      const float* a = tmp_.data() + t * H;
-      for (int64_t i = 0; i < H; ++i) x[i] += a[i];
-      RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
-    }
+  timer_.Time(kOProj, [&] { MatMul(pool_, attn_.data(), T, QD, {&o, 1}); });
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        float *x = x_.data() + t * H;
+        const float *a = tmp_.data() + t * H;
+        for (int64_t i = 0; i < H; ++i)
+          x[i] += a[i];
+        RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
+      }
+    });
   });
   const MatMulTarget gate_up[] = {
       {Matrix(lw.gate_proj), gate_.data(), I, Ptr(lv.gate_bias)},
       {Matrix(lw.up_proj), up_.data(), I, Ptr(lv.up_bias)},
   };
-  MatMul(pool_, xn_.data(), T, H, gate_up);
-  pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t)
-      SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+  timer_.Time(kGateUp, [&] { MatMul(pool_, xn_.data(), T, H, gate_up); });
+  timer_.Time(kSilu, [&] {
+    pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        SiluMul(gate_.data() + t * I, up_.data() + t * I, I,
+                gate_.data() + t * I);
+    });
   });
-  const MatMulTarget down{Matrix(lw.down_proj), tmp_.data(), H, Ptr(lv.down_bias)};
-  MatMul(pool_, gate_.data(), T, I, {&down, 1});
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      float* x = x_.data() + t * H;
-      const float* a = tmp_.data() + t * H;
-      for (int64_t i = 0; i < H; ++i) x[i] += a[i];
-    }
+  const MatMulTarget down{Matrix(lw.down_proj), tmp_.data(), H,
+                          Ptr(lv.down_bias)};
+  timer_.Time(kDown, [&] { MatMul(pool_, gate_.data(), T, I, {&down, 1}); });
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        float *x = x_.data() + t * H;
+        const float *a = tmp_.data() + t * H;
+        for (int64_t i = 0; i < H; ++i)
+          x[i] += a[i];
+      }
+    });
   });
 }
 
-Status CpuBackend::CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const {
+Status CpuBackend::CheckBlockList(std::span<const int32_t> blocks,
+                                  size_t bytes) const {
   if (bytes != blocks.size() * layout_.BlockBytes()) {
-    return InvalidArgumentError("KV copy of " + std::to_string(blocks.size()) + " blocks needs " +
-                                std::to_string(blocks.size() * layout_.BlockBytes()) +
-                                " bytes, got " + std::to_string(bytes));
+    return InvalidArgumentError(
+        "KV copy of " + std::to_string(blocks.size()) + " blocks needs " +
+        std::to_string(blocks.size() * layout_.BlockBytes()) + " bytes, got " +
+        std::to_string(bytes));
   }
   for (int32_t b : blocks) {
     if (b < 0 || b >= num_blocks_) {
-      return InvalidArgumentError("KV block id " + std::to_string(b) + " is outside the pool [0, " +
+      return InvalidArgumentError("KV block id " + std::to_string(b) +
+                                  " is outside the pool [0, " +
                                   std::to_string(num_blocks_) + ")");
     }
   }
   return OkStatus();
 }
 
-Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const {
+Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks,
+                                std::span<std::byte> bytes) const {
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(bytes.data() + i * bb, reinterpret_cast<const char*>(kv_) + blocks[i] * bb, bb);
+    std::memcpy(bytes.data() + i * bb,
+                reinterpret_cast<const char *>(kv_) + blocks[i] * bb, bb);
   }
   return OkStatus();
 }
 
-Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) {
+Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks,
+                                 std::span<const std::byte> bytes) {
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(reinterpret_cast<char*>(kv_) + blocks[i] * bb, bytes.data() + i * bb, bb);
+    std::memcpy(reinterpret_cast<char *>(kv_) + blocks[i] * bb,
+                bytes.data() + i * bb, bb);
   }
   return OkStatus();
 }
 
-}  // namespace
+} // namespace
 
-StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
-                                                    const ModelConfig& config,
-                                                    std::string_view config_text,
-                                                    const BackendOptions& options) {
+StatusOr<std::unique_ptr<Backend>>
+CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
+                 const ModelConfig &config, std::string_view config_text,
+                 const BackendOptions &options) {
   ASSIGN_OR_RETURN(ModelWeights weights, BindWeights(*checkpoint, config));
-  int threads = options.num_threads > 0 ? options.num_threads
-                                        : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  int threads = options.num_threads > 0
+                    ? options.num_threads
+                    : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
   threads = std::clamp(threads, 1, 256);
   // OpenBLAS runs inside our pool's tasks: one thread each.
   openblas_set_num_threads(1);
-  auto backend = std::make_unique<CpuBackend>(std::move(checkpoint), config, std::move(weights),
-                                              threads);
+  auto backend = std::make_unique<CpuBackend>(std::move(checkpoint), config,
+                                              std::move(weights), threads);
   RETURN_IF_ERROR(backend->Init(options, config_text));
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
-}  // namespace crescent::model::cpu
+} // namespace crescent::model::cpu
