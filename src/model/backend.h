@@ -48,30 +48,28 @@ namespace crescent::model {
 
 // User knobs for LoadModel; defaults in the comments.
 struct BackendOptions {
-  std::string backend = "cpu"; // "cpu" (a "cuda" backend plugs in here)
+  std::string backend = "cpu";  // "cpu" (a "cuda" backend plugs in here)
   // Compute threads of the CPU backend, the caller's thread included;
   // 0 = all online CPUs.
   int num_threads = 0;
-  int32_t kv_block_size = kDefaultKvBlockSize; // tokens per KV block
+  int32_t kv_block_size = kDefaultKvBlockSize;  // tokens per KV block
   // KV pool size: num_kv_blocks when > 0, else as many blocks as fit in
   // kv_cache_bytes. CPU pool memory is reserved, not touched, up front.
   int32_t num_kv_blocks = 0;
-  uint64_t kv_cache_bytes = 1ull << 30; // 1 GiB
+  uint64_t kv_cache_bytes = 1ull << 30;  // 1 GiB
 };
 
 // Which logits a sequence wants back.
 enum class LogitsMode : uint8_t {
-  kNone, // a prompt chunk that is not the last: no logits
-  kLast, // logits of the last new token (end of prefill, decode)
-  kAll,  // logits of every new token (prompt logprobs, tests)
+  kNone,  // a prompt chunk that is not the last: no logits
+  kLast,  // logits of the last new token (end of prefill, decode)
+  kAll,   // logits of every new token (prompt logprobs, tests)
 };
 
 // One sequence's slice of a batch. Spans are borrowed for the call.
 struct SequenceInput {
-  std::span<const int32_t>
-      tokens; // new token ids [n], n >= 1, each < vocab_size
-  int32_t position =
-      0; // position of tokens[0]; tokens occupy [position, position+n)
+  std::span<const int32_t> tokens;  // new token ids [n], n >= 1, each < vocab_size
+  int32_t position = 0;             // position of tokens[0]; tokens occupy [position, position+n)
   // Block ids covering positions [0, position + n): at least
   // ceil((position + n) / block_size) entries, each < num_kv_blocks().
   std::span<const int32_t> block_table;
@@ -92,17 +90,14 @@ struct ForwardOutput {
   std::vector<int32_t> row_begin;
 
   std::span<const float> Row(int32_t row) const {
-    return {logits.data() + static_cast<size_t>(row) * vocab_size,
-            static_cast<size_t>(vocab_size)};
+    return {logits.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};
   }
   // The logits of the last requested row of sequence i (kLast or kAll).
-  std::span<const float> LastRow(int32_t seq) const {
-    return Row(row_begin[seq + 1] - 1);
-  }
+  std::span<const float> LastRow(int32_t seq) const { return Row(row_begin[seq + 1] - 1); }
 };
 
 class Backend {
-public:
+ public:
   virtual ~Backend() = default;
 
   // ---- constant after LoadModel ----
@@ -113,30 +108,27 @@ public:
   // bytes, xxh3-64, hex) for KV store key lineage: KV of another model is
   // never read.
   virtual const std::string &model_fingerprint() const = 0;
-  virtual std::string_view name() const = 0; // "cpu"
+  virtual std::string_view name() const = 0;  // "cpu"
 
   // Runs the batch; fills `out` (reused across calls to avoid allocation).
   // INVALID_ARGUMENT names the sequence and field when a precondition of
   // SequenceInput does not hold; nothing is written to the KV pool then.
-  [[nodiscard]] virtual Status Forward(const ForwardBatch &batch,
-                                       ForwardOutput *out) = 0;
+  [[nodiscard]] virtual Status Forward(const ForwardBatch &batch, ForwardOutput *out) = 0;
 
   // Copies blocks out of / into the pool, each as kv_layout().BlockBytes()
   // bytes in the wire layout, blocks back to back in `blocks` order.
   // `bytes` must be exactly blocks.size() * BlockBytes() long.
-  [[nodiscard]] virtual Status
-  ReadKvBlocks(std::span<const int32_t> blocks,
-               std::span<std::byte> bytes) const = 0;
-  [[nodiscard]] virtual Status
-  WriteKvBlocks(std::span<const int32_t> blocks,
-                std::span<const std::byte> bytes) = 0;
+  [[nodiscard]] virtual Status ReadKvBlocks(std::span<const int32_t> blocks,
+                                            std::span<std::byte> bytes) const = 0;
+  [[nodiscard]] virtual Status WriteKvBlocks(std::span<const int32_t> blocks,
+                                             std::span<const std::byte> bytes) = 0;
 };
 
 // Opens the Hugging Face checkpoint in `model_dir` (config.json plus
 // model.safetensors or model.safetensors.index.json with its shards) and
 // builds the backend named in options. Errors name the file, the tensor
 // and the expected shape.
-StatusOr<std::unique_ptr<Backend>>
-LoadModel(std::string_view model_dir, const BackendOptions &options = {});
+StatusOr<std::unique_ptr<Backend>> LoadModel(std::string_view model_dir,
+                                             const BackendOptions &options = {});
 
-} // namespace crescent::model
+}  // namespace crescent::model

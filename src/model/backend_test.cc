@@ -26,8 +26,7 @@ double RelError(std::span<const float> out, std::span<const float> ref) {
   return std::sqrt(num / den);
 }
 
-std::vector<std::vector<float>> Reference(const std::string &dir,
-                                          const std::vector<int32_t> &p) {
+std::vector<std::vector<float>> Reference(const std::string &dir, const std::vector<int32_t> &p) {
   auto config = LoadModelConfig(dir);
   auto ckpt = Checkpoint::Open(dir);
   EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
@@ -46,16 +45,13 @@ TEST(BackendTest, FixtureFastPathMatchesReference) {
   for (const char *m : {"tiny-qwen3", "tiny-qwen2", "tiny-llama3"}) {
     const std::string dir = std::string("tests/data/models/") + m;
     std::vector<int32_t> prompt;
-    for (int i = 0; i < 20; ++i)
-      prompt.push_back((i * 37 + 11) % 500);
+    for (int i = 0; i < 20; ++i) prompt.push_back((i * 37 + 11) % 500);
     auto ref = Reference(dir, prompt);
     auto backend = LoadModel(dir, {.num_threads = 2, .num_kv_blocks = 8});
     ASSERT_TRUE(backend.ok());
     std::vector<int32_t> table = Iota(8);
     ForwardOutput out;
-    ASSERT_TRUE((*backend)
-                    ->Forward({{{prompt, 0, table, LogitsMode::kAll}}}, &out)
-                    .ok());
+    ASSERT_TRUE((*backend)->Forward({{{prompt, 0, table, LogitsMode::kAll}}}, &out).ok());
     for (size_t p = 0; p < prompt.size(); ++p) {
       EXPECT_LT(RelError(out.Row(p), ref[p]), 1e-5) << m << " position " << p;
     }
@@ -70,8 +66,7 @@ TEST(BackendTest, RandomCheckpointsOfOddShapesMatchReference) {
     Architecture arch;
     const char *dtype;
   };
-  for (Variant v : {Variant{Architecture::kLlama, "f16"},
-                    Variant{Architecture::kQwen2, "f32"},
+  for (Variant v : {Variant{Architecture::kLlama, "f16"}, Variant{Architecture::kQwen2, "f32"},
                     Variant{Architecture::kQwen3, "bf16"}}) {
     TempDir tmp;
     ModelConfig c;
@@ -90,31 +85,23 @@ TEST(BackendTest, RandomCheckpointsOfOddShapesMatchReference) {
     c.tie_word_embeddings = v.arch != Architecture::kQwen2;
     ASSERT_TRUE(WriteRandomCheckpoint(c, tmp.path(), 3, v.dtype).ok());
     std::vector<int32_t> prompt;
-    for (int i = 0; i < 40; ++i)
-      prompt.push_back((i * 53 + 1) % 300);
+    for (int i = 0; i < 40; ++i) prompt.push_back((i * 53 + 1) % 300);
     auto ref = Reference(tmp.path(), prompt);
-    auto backend = LoadModel(
-        tmp.path(), {.num_threads = 2, .kv_block_size = 7, .num_kv_blocks = 8});
+    auto backend =
+        LoadModel(tmp.path(), {.num_threads = 2, .kv_block_size = 7, .num_kv_blocks = 8});
     ASSERT_TRUE(backend.ok()) << backend.status().ToString();
     std::vector<int32_t> table = {6, 0, 5, 1, 4, 2};
     ForwardOutput out;
     // 30 tokens at once (sgemm), then 10 one at a time (GEMV).
     ASSERT_TRUE((*backend)
-                    ->Forward({{{std::span(prompt).first(30), 0, table,
-                                 LogitsMode::kAll}}},
-                              &out)
+                    ->Forward({{{std::span(prompt).first(30), 0, table, LogitsMode::kAll}}}, &out)
                     .ok());
     for (int p = 0; p < 30; ++p) {
-      EXPECT_LT(RelError(out.Row(p), ref[p]), 1e-5)
-          << v.dtype << " position " << p;
+      EXPECT_LT(RelError(out.Row(p), ref[p]), 1e-5) << v.dtype << " position " << p;
     }
     for (int p = 30; p < 40; ++p) {
-      ASSERT_TRUE(
-          (*backend)
-              ->Forward({{{std::span(prompt).subspan(p, 1), p, table}}}, &out)
-              .ok());
-      EXPECT_LT(RelError(out.LastRow(0), ref[p]), 1e-5)
-          << v.dtype << " position " << p;
+      ASSERT_TRUE((*backend)->Forward({{{std::span(prompt).subspan(p, 1), p, table}}}, &out).ok());
+      EXPECT_LT(RelError(out.LastRow(0), ref[p]), 1e-5) << v.dtype << " position " << p;
     }
   }
 }
@@ -133,8 +120,7 @@ TEST(BackendTest, KvBlocksMovedBetweenInstancesDecodeIdentically) {
   EXPECT_EQ(layout.Tag(), "kv1-f32-L3-H2-D32-B16");
 
   std::vector<int32_t> prompt;
-  for (int i = 0; i < 37; ++i)
-    prompt.push_back((i * 31 + 3) % 512);
+  for (int i = 0; i < 37; ++i) prompt.push_back((i * 31 + 3) % 512);
   std::vector<int32_t> table_a = {4, 0, 7}, table_b = {11, 2, 9};
   ForwardOutput out_a, out_b;
   ASSERT_TRUE((*a)->Forward({{{prompt, 0, table_a}}}, &out_a).ok());
@@ -151,10 +137,8 @@ TEST(BackendTest, KvBlocksMovedBetweenInstancesDecodeIdentically) {
   EXPECT_EQ((*a)->ReadKvBlocks(table_a, std::span(bytes).first(10)).code(),
             StatusCode::kInvalidArgument);
   const int32_t bad[] = {8};
-  EXPECT_EQ(
-      (*a)->WriteKvBlocks(bad, std::span(bytes).first(layout.BlockBytes()))
-          .code(),
-      StatusCode::kInvalidArgument);
+  EXPECT_EQ((*a)->WriteKvBlocks(bad, std::span(bytes).first(layout.BlockBytes())).code(),
+            StatusCode::kInvalidArgument);
   // Another model has another fingerprint.
   auto other = LoadModel("tests/data/models/tiny-qwen2", {.num_kv_blocks = 1});
   ASSERT_TRUE(other.ok());
@@ -162,15 +146,12 @@ TEST(BackendTest, KvBlocksMovedBetweenInstancesDecodeIdentically) {
 }
 
 TEST(BackendTest, ForwardRejectsBadBatchesWithoutTouchingTheCache) {
-  auto backend = LoadModel("tests/data/models/tiny-llama3",
-                           {.num_threads = 1, .num_kv_blocks = 4});
+  auto backend = LoadModel("tests/data/models/tiny-llama3", {.num_threads = 1, .num_kv_blocks = 4});
   ASSERT_TRUE(backend.ok());
   ForwardOutput out;
   const std::vector<int32_t> tokens = {1, 2, 3}, one_block = {0}, two = {0, 1};
   const std::vector<int32_t> bad_token = {1, 512};
-  auto run = [&](std::vector<SequenceInput> seqs) {
-    return (*backend)->Forward({seqs}, &out);
-  };
+  auto run = [&](std::vector<SequenceInput> seqs) { return (*backend)->Forward({seqs}, &out); };
   // Positions [15, 18) need 2 blocks of 16.
   Status s = run({{tokens, 15, one_block}});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
@@ -178,8 +159,7 @@ TEST(BackendTest, ForwardRejectsBadBatchesWithoutTouchingTheCache) {
   s = run({{bad_token, 0, one_block}});
   EXPECT_NE(s.message().find("512"), std::string::npos) << s.message();
   const std::vector<int32_t> out_of_pool = {4};
-  EXPECT_EQ(run({{tokens, 0, out_of_pool}}).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(run({{tokens, 0, out_of_pool}}).code(), StatusCode::kInvalidArgument);
   // Two sequences writing the same slots of block 0.
   s = run({{tokens, 0, one_block}, {tokens, 0, one_block}});
   EXPECT_NE(s.message().find("same KV slot"), std::string::npos) << s.message();
@@ -189,5 +169,5 @@ TEST(BackendTest, ForwardRejectsBadBatchesWithoutTouchingTheCache) {
   EXPECT_TRUE(run({{next, 3, one_block}, {next, 16, two}}).ok());
 }
 
-} // namespace
-} // namespace crescent::model
+}  // namespace
+}  // namespace crescent::model

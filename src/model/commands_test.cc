@@ -18,24 +18,20 @@ namespace fs = std::filesystem;
 std::string RunCrescent(std::vector<std::string> argv, int *code) {
   Subprocess p(std::move(argv));
   *code = p.Wait(std::chrono::seconds(60));
-  if (*code != 0)
-    p.DumpLog();
+  if (*code != 0) p.DumpLog();
   return p.Log();
 }
 
 TEST(CommandsTest, GenerateReproducesTransformersGreedy) {
   std::ifstream in("tests/data/models/tiny-llama3/reference.json");
-  auto ref =
-      nlohmann::json::parse(in)["cases"][1]; // 9-token prompt, margins > 0.2
+  auto ref = nlohmann::json::parse(in)["cases"][1];  // 9-token prompt, margins > 0.2
   std::string ids;
-  for (int id : ref["prompt"])
-    ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  for (int id : ref["prompt"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
   TempDir tmp;
   int code = 0;
   std::string log = RunCrescent(
-      {CrescentBin(), "generate", "--model", "tests/data/models/tiny-llama3",
-       "--prompt-ids", ids, "--max-tokens", "8", "--ignore-eos",
-       "--dump-logits", tmp.path() + "/logits.json"},
+      {CrescentBin(), "generate", "--model", "tests/data/models/tiny-llama3", "--prompt-ids", ids,
+       "--max-tokens", "8", "--ignore-eos", "--dump-logits", tmp.path() + "/logits.json"},
       &code);
   ASSERT_EQ(code, 0) << log;
   std::string expected;
@@ -58,32 +54,27 @@ TEST(CommandsTest, MakeModelWritesALoadableCheckpointWithTokenizer) {
   std::ofstream(tmp.path() + "/tok/tokenizer_config.json") << "{}";
   const std::string out = tmp.path() + "/tiny";
   int code = 0;
-  std::string log =
-      RunCrescent({CrescentBin(), "make-model", "--shape", "tiny", "--out", out,
-                   "--tokenizer-dir", tmp.path() + "/tok"},
-                  &code);
+  std::string log = RunCrescent({CrescentBin(), "make-model", "--shape", "tiny", "--out", out,
+                                 "--tokenizer-dir", tmp.path() + "/tok"},
+                                &code);
   ASSERT_EQ(code, 0) << log;
   for (const char *f : {"config.json", "model.safetensors", "tokenizer.json",
                         "tokenizer_config.json", "generation_config.json"}) {
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   }
-  log = RunCrescent({CrescentBin(), "generate", "--model", out, "--prompt-ids",
-                     "151643,9707,11", "--max-tokens", "3", "--ignore-eos"},
+  log = RunCrescent({CrescentBin(), "generate", "--model", out, "--prompt-ids", "151643,9707,11",
+                     "--max-tokens", "3", "--ignore-eos"},
                     &code);
   ASSERT_EQ(code, 0) << log;
   EXPECT_NE(log.find("Qwen3ForCausalLM"), std::string::npos) << log;
 
-  log = RunCrescent(
-      {CrescentBin(), "make-model", "--shape", "gpt-5", "--out", out}, &code);
+  log = RunCrescent({CrescentBin(), "make-model", "--shape", "gpt-5", "--out", out}, &code);
   EXPECT_NE(code, 0);
-  EXPECT_NE(log.find("qwen3-0.6b"), std::string::npos)
-      << log; // lists the known shapes
-  log = RunCrescent(
-      {CrescentBin(), "generate", "--model", out, "--prompt-ids", "1,x"},
-      &code);
+  EXPECT_NE(log.find("qwen3-0.6b"), std::string::npos) << log;  // lists the known shapes
+  log = RunCrescent({CrescentBin(), "generate", "--model", out, "--prompt-ids", "1,x"}, &code);
   EXPECT_NE(code, 0);
   EXPECT_NE(log.find("\"x\""), std::string::npos) << log;
 }
 
-} // namespace
-} // namespace crescent
+}  // namespace
+}  // namespace crescent

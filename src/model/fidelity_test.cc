@@ -19,11 +19,11 @@
 namespace crescent::model {
 namespace {
 
-constexpr double kTolerance = 1e-4; // ‖out − ref‖ / ‖ref‖
+constexpr double kTolerance = 1e-4;  // ‖out − ref‖ / ‖ref‖
 
 struct Case {
   std::vector<int32_t> prompt;
-  std::vector<std::vector<float>> all_logits; // empty for long prompts
+  std::vector<std::vector<float>> all_logits;  // empty for long prompts
   std::vector<float> last_logits;
   std::vector<int32_t> greedy;
   std::vector<double> margins;
@@ -50,8 +50,7 @@ std::vector<Case> LoadCases(const std::string &dir) {
 double RelError(std::span<const float> out, const std::vector<float> &ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(out[i]) - ref[i]) *
-           (static_cast<double>(out[i]) - ref[i]);
+    num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
     den += static_cast<double>(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
@@ -63,15 +62,14 @@ int32_t Argmax(std::span<const float> v) {
 
 double Norm(const std::vector<float> &v) {
   double s = 0;
-  for (float x : v)
-    s += static_cast<double>(x) * x;
+  for (float x : v) s += static_cast<double>(x) * x;
   return std::sqrt(s);
 }
 
 // Hands out block ids in a shuffled order so that tables are never
 // contiguous, as under a real block manager.
 class BlockAllocator {
-public:
+ public:
   explicit BlockAllocator(int32_t n, uint32_t seed) : free_(n) {
     std::iota(free_.begin(), free_.end(), 0);
     std::shuffle(free_.begin(), free_.end(), std::mt19937(seed));
@@ -84,12 +82,12 @@ public:
     }
   }
 
-private:
+ private:
   std::vector<int32_t> free_;
 };
 
 class FidelityTest : public ::testing::TestWithParam<std::string> {
-protected:
+ protected:
   void SetUp() override {
     dir_ = "tests/data/models/" + GetParam();
     cases_ = LoadCases(dir_);
@@ -104,20 +102,16 @@ protected:
     return std::move(b).value();
   }
   // Checks rows of one case: rows[i] are logits of prompt position first + i.
-  void ExpectPositions(const Case &c, int64_t first, const ForwardOutput &out,
-                       int32_t seq, const std::string &mode) {
+  void ExpectPositions(const Case &c, int64_t first, const ForwardOutput &out, int32_t seq,
+                       const std::string &mode) {
     for (int32_t r = out.row_begin[seq]; r < out.row_begin[seq + 1]; ++r) {
       const int64_t pos = first + (r - out.row_begin[seq]);
       const std::vector<float> *ref = nullptr;
-      if (!c.all_logits.empty())
-        ref = &c.all_logits[pos];
-      if (pos == static_cast<int64_t>(c.prompt.size()) - 1)
-        ref = &c.last_logits;
-      if (!ref)
-        continue;
+      if (!c.all_logits.empty()) ref = &c.all_logits[pos];
+      if (pos == static_cast<int64_t>(c.prompt.size()) - 1) ref = &c.last_logits;
+      if (!ref) continue;
       EXPECT_LT(RelError(out.Row(r), *ref), kTolerance)
-          << GetParam() << " " << mode << " prompt of " << c.prompt.size()
-          << " position " << pos;
+          << GetParam() << " " << mode << " prompt of " << c.prompt.size() << " position " << pos;
     }
   }
 
@@ -147,13 +141,11 @@ TEST_P(FidelityTest, TokenByToken) {
       std::vector<int32_t> table;
       for (size_t p = 0; p < c.prompt.size(); ++p) {
         blocks.Cover(table, p + 1, block_size);
-        ForwardBatch batch{
-            {{std::span(c.prompt).subspan(p, 1), static_cast<int32_t>(p), table,
-              LogitsMode::kLast}}};
+        ForwardBatch batch{{{std::span(c.prompt).subspan(p, 1), static_cast<int32_t>(p), table,
+                             LogitsMode::kLast}}};
         ForwardOutput out;
         ASSERT_TRUE(backend->Forward(batch, &out).ok());
-        ExpectPositions(c, p, out, 0,
-                        "token by token, block " + std::to_string(block_size));
+        ExpectPositions(c, p, out, 0, "token by token, block " + std::to_string(block_size));
       }
     }
   }
@@ -168,11 +160,10 @@ TEST_P(FidelityTest, OddChunksAcrossBlocks) {
     std::vector<int32_t> table;
     size_t p = 0;
     for (int i = 0; p < c.prompt.size(); ++i) {
-      const size_t n =
-          std::min<size_t>(chunk_sizes[i % 5], c.prompt.size() - p);
+      const size_t n = std::min<size_t>(chunk_sizes[i % 5], c.prompt.size() - p);
       blocks.Cover(table, p + n, block_size);
-      ForwardBatch batch{{{std::span(c.prompt).subspan(p, n),
-                           static_cast<int32_t>(p), table, LogitsMode::kAll}}};
+      ForwardBatch batch{
+          {{std::span(c.prompt).subspan(p, n), static_cast<int32_t>(p), table, LogitsMode::kAll}}};
       ForwardOutput out;
       ASSERT_TRUE(backend->Forward(batch, &out).ok());
       ExpectPositions(c, p, out, 0, "chunked");
@@ -196,27 +187,22 @@ TEST_P(FidelityTest, BatchedWithOtherSequences) {
     std::vector<size_t> which, first;
     for (size_t i = 0; i < n; ++i) {
       const Case &c = cases_[i];
-      if (done[i] == c.prompt.size())
-        continue;
+      if (done[i] == c.prompt.size()) continue;
       // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19
       // or 28.
-      const size_t len =
-          std::min<size_t>((i + step) % 4 * 9 + 1, c.prompt.size() - done[i]);
+      const size_t len = std::min<size_t>((i + step) % 4 * 9 + 1, c.prompt.size() - done[i]);
       blocks.Cover(tables[i], done[i] + len, block_size);
       batch.sequences.push_back({std::span(c.prompt).subspan(done[i], len),
-                                 static_cast<int32_t>(done[i]), tables[i],
-                                 LogitsMode::kAll});
+                                 static_cast<int32_t>(done[i]), tables[i], LogitsMode::kAll});
       which.push_back(i);
       first.push_back(done[i]);
       done[i] += len;
     }
-    if (batch.sequences.empty())
-      break;
+    if (batch.sequences.empty()) break;
     ForwardOutput out;
     ASSERT_TRUE(backend->Forward(batch, &out).ok());
     for (size_t s = 0; s < which.size(); ++s) {
-      ExpectPositions(cases_[which[s]], first[s], out, static_cast<int32_t>(s),
-                      "batched");
+      ExpectPositions(cases_[which[s]], first[s], out, static_cast<int32_t>(s), "batched");
     }
   }
 }
@@ -235,21 +221,18 @@ TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
     std::vector<int32_t> table, seq = c.prompt;
     blocks.Cover(table, seq.size(), block_size);
     ForwardOutput out;
-    ASSERT_TRUE(
-        backend->Forward({{{seq, 0, table, LogitsMode::kLast}}}, &out).ok());
+    ASSERT_TRUE(backend->Forward({{{seq, 0, table, LogitsMode::kLast}}}, &out).ok());
     for (size_t step = 0; step < c.greedy.size(); ++step) {
       const int32_t next = Argmax(out.LastRow(0));
-      if (c.margins[step] < margin_tolerance)
-        break; // may legitimately differ from here on
+      if (c.margins[step] < margin_tolerance) break;  // may legitimately differ from here on
       ASSERT_EQ(next, c.greedy[step])
           << GetParam() << " prompt of " << c.prompt.size() << " step " << step;
       ++compared;
       seq.push_back(next);
       blocks.Cover(table, seq.size(), block_size);
       ASSERT_TRUE(backend
-                      ->Forward({{{std::span(seq).last(1),
-                                   static_cast<int32_t>(seq.size() - 1), table,
-                                   LogitsMode::kLast}}},
+                      ->Forward({{{std::span(seq).last(1), static_cast<int32_t>(seq.size() - 1),
+                                   table, LogitsMode::kLast}}},
                                 &out)
                       .ok());
     }
@@ -268,20 +251,17 @@ TEST_P(FidelityTest, ReferenceForwardMatches) {
   auto weights = BindWeights(**ckpt, *config);
   ASSERT_TRUE(weights.ok());
   for (const Case &c : cases_) {
-    if (c.all_logits.empty())
-      continue;
+    if (c.all_logits.empty()) continue;
     auto logits = ReferenceForward(*config, *weights, c.prompt);
     ASSERT_TRUE(logits.ok());
     for (size_t p = 0; p < c.prompt.size(); ++p) {
-      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), kTolerance)
-          << "position " << p;
+      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), kTolerance) << "position " << p;
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FidelityTest,
-                         ::testing::Values("tiny-qwen3", "tiny-qwen2",
-                                           "tiny-llama3"));
+                         ::testing::Values("tiny-qwen3", "tiny-qwen2", "tiny-llama3"));
 
-} // namespace
-} // namespace crescent::model
+}  // namespace
+}  // namespace crescent::model

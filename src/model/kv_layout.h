@@ -29,15 +29,13 @@ inline constexpr uint32_t kKvLayoutVersion = 1;
 
 // Element types a block may hold. Values are on the wire; never reuse one.
 enum class KvDtype : uint8_t {
-  kFloat32 = 0,  // IEEE-754 binary32, little-endian (the CPU backend's)
-  kBFloat16 = 1, // reserved for the CUDA backend
-  kFloat16 = 2,  // reserved
+  kFloat32 = 0,   // IEEE-754 binary32, little-endian (the CPU backend's)
+  kBFloat16 = 1,  // reserved for the CUDA backend
+  kFloat16 = 2,   // reserved
 };
 
-inline constexpr size_t KvDtypeSize(KvDtype dtype) {
-  return dtype == KvDtype::kFloat32 ? 4 : 2;
-}
-const char *KvDtypeName(KvDtype dtype); // "f32", "bf16", "f16"
+inline constexpr size_t KvDtypeSize(KvDtype dtype) { return dtype == KvDtype::kFloat32 ? 4 : 2; }
+const char *KvDtypeName(KvDtype dtype);  // "f32", "bf16", "f16"
 
 inline constexpr int kKvKindKey = 0;
 inline constexpr int kKvKindValue = 1;
@@ -48,30 +46,23 @@ inline constexpr int32_t kDefaultKvBlockSize = 16;
 
 // The shape of one block; all fields constant for a loaded model.
 struct KvBlockLayout {
-  int32_t num_layers = 0;   // L
-  int32_t num_kv_heads = 0; // Hkv
-  int32_t head_dim = 0;     // D
-  int32_t block_size = 0;   // B, tokens per block
+  int32_t num_layers = 0;    // L
+  int32_t num_kv_heads = 0;  // Hkv
+  int32_t head_dim = 0;      // D
+  int32_t block_size = 0;    // B, tokens per block
   KvDtype dtype = KvDtype::kFloat32;
 
   // Elements of one [slot][dim] plane of one (layer, kind, head): B * D.
-  constexpr size_t PlaneElements() const {
-    return static_cast<size_t>(block_size) * head_dim;
-  }
+  constexpr size_t PlaneElements() const { return static_cast<size_t>(block_size) * head_dim; }
   // Elements in one whole block: L * 2 * Hkv * B * D.
   constexpr size_t BlockElements() const {
-    return static_cast<size_t>(num_layers) * kKvKinds * num_kv_heads *
-           PlaneElements();
+    return static_cast<size_t>(num_layers) * kKvKinds * num_kv_heads * PlaneElements();
   }
   // Bytes of one whole block (the unit the KV connector moves).
-  constexpr size_t BlockBytes() const {
-    return BlockElements() * KvDtypeSize(dtype);
-  }
+  constexpr size_t BlockBytes() const { return BlockElements() * KvDtypeSize(dtype); }
   // Element offset, inside a block, of (layer, kind, head, slot, dim 0).
-  constexpr size_t ElementOffset(int layer, int kind, int head,
-                                 int slot) const {
-    return ((static_cast<size_t>(layer) * kKvKinds + kind) * num_kv_heads +
-            head) *
+  constexpr size_t ElementOffset(int layer, int kind, int head, int slot) const {
+    return ((static_cast<size_t>(layer) * kKvKinds + kind) * num_kv_heads + head) *
                PlaneElements() +
            static_cast<size_t>(slot) * head_dim;
   }
@@ -79,8 +70,7 @@ struct KvBlockLayout {
   // "kv1-f32-L28-H8-D128-B16": names the layout in store keys.
   std::string Tag() const;
 
-  friend bool operator==(const KvBlockLayout &,
-                         const KvBlockLayout &) = default;
+  friend bool operator==(const KvBlockLayout &, const KvBlockLayout &) = default;
 };
 
-} // namespace crescent::model
+}  // namespace crescent::model

@@ -29,17 +29,14 @@ uint16_t FloatToF16(float f) {
   uint32_t sign = (b >> 16) & 0x8000;
   int32_t exp = static_cast<int32_t>((b >> 23) & 0xff) - 127 + 15;
   uint32_t mant = b & 0x7fffff;
-  if (exp <= 0)
-    return static_cast<uint16_t>(sign);
-  if (exp >= 31)
-    return static_cast<uint16_t>(sign | 0x7c00);
+  if (exp <= 0) return static_cast<uint16_t>(sign);
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00);
   uint32_t h = sign | (exp << 10) | (mant >> 13);
-  if ((mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (h & 1)))
-    ++h;
+  if ((mant & 0x1fff) > 0x1000 || ((mant & 0x1fff) == 0x1000 && (h & 1))) ++h;
   return static_cast<uint16_t>(h);
 }
 
-} // namespace
+}  // namespace
 
 std::vector<std::string> MakeModelShapes() {
   return {"qwen3-0.6b", "llama3.2-1b", "qwen2.5-0.5b", "tiny"};
@@ -104,15 +101,14 @@ StatusOr<ModelConfig> ModelShape(std::string_view shape) {
     c.bos_token_id = 151643;
     c.eos_token_ids = {151643};
   } else {
-    return InvalidArgumentError(
-        "unknown shape \"" + std::string(shape) +
-        "\" (known: qwen3-0.6b, llama3.2-1b, qwen2.5-0.5b, tiny)");
+    return InvalidArgumentError("unknown shape \"" + std::string(shape) +
+                                "\" (known: qwen3-0.6b, llama3.2-1b, qwen2.5-0.5b, tiny)");
   }
   return c;
 }
 
-Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir,
-                             uint64_t seed, std::string_view dtype_name) {
+Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir, uint64_t seed,
+                             std::string_view dtype_name) {
   DType dtype;
   if (dtype_name == "bf16") {
     dtype = DType::kBF16;
@@ -121,26 +117,21 @@ Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir,
   } else if (dtype_name == "f32") {
     dtype = DType::kF32;
   } else {
-    return InvalidArgumentError("dtype must be bf16, f16 or f32, got " +
-                                std::string(dtype_name));
+    return InvalidArgumentError("dtype must be bf16, f16 or f32, got " + std::string(dtype_name));
   }
   std::error_code ec;
   fs::create_directories(std::string(out_dir), ec);
-  if (ec)
-    return InternalError("create " + std::string(out_dir) + ": " +
-                         ec.message());
+  if (ec) return InternalError("create " + std::string(out_dir) + ": " + ec.message());
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t QD = int64_t{c.num_heads} * D, KD = int64_t{c.num_kv_heads} * D;
   // (spec, scale): norms are 1 + noise, matrices noise of std ~ 1/sqrt(fan_in).
   std::vector<TensorSpec> specs;
-  std::vector<std::pair<float, float>> dist; // (mean, half-width of uniform)
-  auto add = [&](std::string name, std::vector<int64_t> shape, float mean,
-                 float width) {
+  std::vector<std::pair<float, float>> dist;  // (mean, half-width of uniform)
+  auto add = [&](std::string name, std::vector<int64_t> shape, float mean, float width) {
     specs.push_back({std::move(name), dtype, std::move(shape)});
     dist.emplace_back(mean, width);
   };
-  const float wh = std::sqrt(3.0f / H), wi = std::sqrt(3.0f / I),
-              wq = std::sqrt(3.0f / QD);
+  const float wh = std::sqrt(3.0f / H), wi = std::sqrt(3.0f / I), wq = std::sqrt(3.0f / QD);
   add("model.embed_tokens.weight", {c.vocab_size, H}, 0.0f, 1.0f);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -153,8 +144,7 @@ Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir,
       add(p + "self_attn.q_proj.bias", {QD}, 0.0f, 0.1f);
       add(p + "self_attn.k_proj.bias", {KD}, 0.0f, 0.1f);
       add(p + "self_attn.v_proj.bias", {KD}, 0.0f, 0.1f);
-      if (c.arch != Architecture::kQwen2)
-        add(p + "self_attn.o_proj.bias", {H}, 0.0f, 0.1f);
+      if (c.arch != Architecture::kQwen2) add(p + "self_attn.o_proj.bias", {H}, 0.0f, 0.1f);
     }
     if (c.qk_norm) {
       add(p + "self_attn.q_norm.weight", {D}, 1.0f, 0.1f);
@@ -171,25 +161,22 @@ Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir,
     }
   }
   add("model.norm.weight", {H}, 1.0f, 0.1f);
-  if (!c.tie_word_embeddings)
-    add("lm_head.weight", {c.vocab_size, H}, 0.0f, wh);
+  if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H}, 0.0f, wh);
 
   const std::string dir(out_dir);
-  RETURN_IF_ERROR(WriteSafetensors(
-      dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
+  RETURN_IF_ERROR(
+      WriteSafetensors(dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
         uint64_t state = seed * 0x100000001b3ull + i;
         const auto [mean, width] = dist[i];
         const size_t n = buf.size() / DTypeSize(dtype);
         for (size_t e = 0; e < n; ++e) {
           // Uniform in [mean - width, mean + width).
-          const float u =
-              static_cast<float>(SplitMix(state) >> 40) * (1.0f / 16777216.0f);
+          const float u = static_cast<float>(SplitMix(state) >> 40) * (1.0f / 16777216.0f);
           const float v = mean + width * (2.0f * u - 1.0f);
           if (dtype == DType::kF32) {
             std::memcpy(buf.data() + e * 4, &v, 4);
           } else {
-            const uint16_t h =
-                dtype == DType::kBF16 ? FloatToBF16(v) : FloatToF16(v);
+            const uint16_t h = dtype == DType::kBF16 ? FloatToBF16(v) : FloatToF16(v);
             std::memcpy(buf.data() + e * 2, &h, 2);
           }
         }
@@ -203,11 +190,9 @@ Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir,
 }
 
 Status MakeModel(const MakeModelOptions &options) {
-  if (options.out_dir.empty())
-    return InvalidArgumentError("--out is required");
+  if (options.out_dir.empty()) return InvalidArgumentError("--out is required");
   ASSIGN_OR_RETURN(ModelConfig config, ModelShape(options.shape));
-  RETURN_IF_ERROR(
-      WriteRandomCheckpoint(config, options.out_dir, options.seed, "bf16"));
+  RETURN_IF_ERROR(WriteRandomCheckpoint(config, options.out_dir, options.seed, "bf16"));
   {
     std::ofstream gen(options.out_dir + "/generation_config.json");
     gen << "{\n  \"bos_token_id\": " << config.bos_token_id
@@ -218,17 +203,14 @@ Status MakeModel(const MakeModelOptions &options) {
     for (const char *f : {"tokenizer.json", "tokenizer_config.json"}) {
       const fs::path src = fs::path(options.tokenizer_dir) / f;
       if (!fs::exists(src)) {
-        return NotFoundError("tokenizer directory " + options.tokenizer_dir +
-                             " has no " + f);
+        return NotFoundError("tokenizer directory " + options.tokenizer_dir + " has no " + f);
       }
       std::error_code ec;
-      fs::copy_file(src, fs::path(options.out_dir) / f,
-                    fs::copy_options::overwrite_existing, ec);
-      if (ec)
-        return InternalError("copy " + src.string() + ": " + ec.message());
+      fs::copy_file(src, fs::path(options.out_dir) / f, fs::copy_options::overwrite_existing, ec);
+      if (ec) return InternalError("copy " + src.string() + ": " + ec.message());
     }
   }
   return OkStatus();
 }
 
-} // namespace crescent::model
+}  // namespace crescent::model

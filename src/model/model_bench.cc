@@ -37,11 +37,9 @@ double Median(std::vector<double> v) {
 }
 
 // Reads every byte of the checkpoint's tensors once; returns GB/s.
-double ReadBandwidth(const Checkpoint &ckpt, cpu::ThreadPool &pool,
-                     uint64_t *bytes_out) {
+double ReadBandwidth(const Checkpoint &ckpt, cpu::ThreadPool &pool, uint64_t *bytes_out) {
   std::vector<const TensorView *> tensors;
-  for (const auto &[name, t] : ckpt.tensors())
-    tensors.push_back(&t);
+  for (const auto &[name, t] : ckpt.tensors()) tensors.push_back(&t);
   // Split into 1 MiB pieces so both threads share the work evenly.
   struct Piece {
     const char *p;
@@ -51,41 +49,37 @@ double ReadBandwidth(const Checkpoint &ckpt, cpu::ThreadPool &pool,
   uint64_t total = 0;
   for (const TensorView *t : tensors) {
     for (size_t off = 0; off < t->bytes; off += 1 << 20) {
-      pieces.push_back({static_cast<const char *>(t->data) + off,
-                        std::min<size_t>(1 << 20, t->bytes - off)});
+      pieces.push_back(
+          {static_cast<const char *>(t->data) + off, std::min<size_t>(1 << 20, t->bytes - off)});
     }
     total += t->bytes;
   }
   std::vector<double> sink(pool.num_threads(), 0);
   auto t0 = Clock::now();
-  pool.ParallelFor(static_cast<int64_t>(pieces.size()), 4,
-                   [&](int64_t b, int64_t e, int th) {
-                     __m512i acc = _mm512_setzero_si512();
-                     for (int64_t i = b; i < e; ++i) {
-                       const char *p = pieces[i].p;
-                       size_t n = pieces[i].n & ~size_t{63};
-                       for (size_t off = 0; off < n; off += 64) {
-                         acc =
-                             _mm512_add_epi32(acc, _mm512_loadu_si512(p + off));
-                       }
-                     }
-                     sink[th] += _mm512_reduce_add_epi32(acc);
-                   });
+  pool.ParallelFor(static_cast<int64_t>(pieces.size()), 4, [&](int64_t b, int64_t e, int th) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t i = b; i < e; ++i) {
+      const char *p = pieces[i].p;
+      size_t n = pieces[i].n & ~size_t{63};
+      for (size_t off = 0; off < n; off += 64) {
+        acc = _mm512_add_epi32(acc, _mm512_loadu_si512(p + off));
+      }
+    }
+    sink[th] += _mm512_reduce_add_epi32(acc);
+  });
   auto t1 = Clock::now();
   *bytes_out = total;
-  if (std::accumulate(sink.begin(), sink.end(), 0.0) == 42)
-    std::puts("");
+  if (std::accumulate(sink.begin(), sink.end(), 0.0) == 42) std::puts("");
   return total / Seconds(t0, t1) / 1e9;
 }
 
 std::vector<int32_t> Prompt(int n, int vocab, int seed) {
   std::vector<int32_t> p(n);
-  for (int i = 0; i < n; ++i)
-    p[i] = (i * 7919 + seed * 104729) % vocab;
+  for (int i = 0; i < n; ++i) p[i] = (i * 7919 + seed * 104729) % vocab;
   return p;
 }
 
-} // namespace
+}  // namespace
 
 int main(int argc, char **argv) {
   std::string dir;
@@ -93,9 +87,7 @@ int main(int argc, char **argv) {
   std::vector<int> batches = {1, 8};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&] {
-      return i + 1 < argc ? std::string(argv[++i]) : std::string();
-    };
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--model")
       dir = next();
     else if (a == "--threads")
@@ -109,12 +101,10 @@ int main(int argc, char **argv) {
     else if (a == "--batches") {
       batches.clear();
       std::string s = next();
-      if (s == "none")
-        s.clear(); // prefill only
+      if (s == "none") s.clear();  // prefill only
       for (size_t p = 0; p < s.size();) {
         size_t q = s.find(',', p);
-        if (q == std::string::npos)
-          q = s.size();
+        if (q == std::string::npos) q = s.size();
         batches.push_back(std::stoi(s.substr(p, q - p)));
         p = q + 1;
       }
@@ -148,31 +138,29 @@ int main(int argc, char **argv) {
   uint64_t all_bytes = 0, step_bytes = 0;
   for (const auto &[name, t] : (*ckpt)->tensors()) {
     all_bytes += t.bytes;
-    if (name == "model.embed_tokens.weight" && !c.tie_word_embeddings)
-      continue;
+    if (name == "model.embed_tokens.weight" && !c.tie_word_embeddings) continue;
     step_bytes += t.bytes;
   }
   uint64_t scratch;
-  ReadBandwidth(**ckpt, pool, &scratch); // warm the page cache
+  ReadBandwidth(**ckpt, pool, &scratch);  // warm the page cache
   std::vector<double> bw;
-  for (int r = 0; r < runs; ++r)
-    bw.push_back(ReadBandwidth(**ckpt, pool, &scratch));
+  for (int r = 0; r < runs; ++r) bw.push_back(ReadBandwidth(**ckpt, pool, &scratch));
   const double bandwidth = Median(bw);
   const double limit = bandwidth * 1e9 / step_bytes;
-  std::printf("model %s: %.1f MB of weights, %.1f MB read per decode step\n",
-              dir.c_str(), all_bytes / 1e6, step_bytes / 1e6);
-  std::printf("read bandwidth (%d threads, median of %d): %.1f GB/s -> decode "
-              "limit %.1f "
-              "steps/s\n",
-              threads, runs, bandwidth, limit);
+  std::printf("model %s: %.1f MB of weights, %.1f MB read per decode step\n", dir.c_str(),
+              all_bytes / 1e6, step_bytes / 1e6);
+  std::printf(
+      "read bandwidth (%d threads, median of %d): %.1f GB/s -> decode "
+      "limit %.1f "
+      "steps/s\n",
+      threads, runs, bandwidth, limit);
 
   // Decode: `batch` sequences with short prompts, then decode_steps steps
   // of one token each; median step time over runs.
   int32_t next_block = 0;
   auto blocks_for = [&](int tokens) {
     std::vector<int32_t> t;
-    for (int i = 0; i < (tokens + B - 1) / B; ++i)
-      t.push_back(next_block++);
+    for (int i = 0; i < (tokens + B - 1) / B; ++i) t.push_back(next_block++);
     return t;
   };
   ForwardOutput out;
@@ -186,33 +174,30 @@ int main(int argc, char **argv) {
         tables.push_back(blocks_for(16 + s + decode_steps + 1));
       }
       ForwardBatch prefill;
-      for (int s = 0; s < batch; ++s)
-        prefill.sequences.push_back({seqs[s], 0, tables[s]});
-      if (!backend.Forward(prefill, &out).ok())
-        return 1;
+      for (int s = 0; s < batch; ++s) prefill.sequences.push_back({seqs[s], 0, tables[s]});
+      if (!backend.Forward(prefill, &out).ok()) return 1;
       auto t0 = Clock::now();
       for (int step = 0; step < decode_steps; ++step) {
         ForwardBatch dec;
         for (int s = 0; s < batch; ++s) {
           auto row = out.LastRow(s);
-          seqs[s].push_back(static_cast<int32_t>(
-              std::max_element(row.begin(), row.end()) - row.begin()));
+          seqs[s].push_back(
+              static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin()));
         }
         for (int s = 0; s < batch; ++s) {
-          dec.sequences.push_back({std::span(seqs[s]).last(1),
-                                   static_cast<int32_t>(seqs[s].size() - 1),
-                                   tables[s]});
+          dec.sequences.push_back(
+              {std::span(seqs[s]).last(1), static_cast<int32_t>(seqs[s].size() - 1), tables[s]});
         }
-        if (!backend.Forward(dec, &out).ok())
-          return 1;
+        if (!backend.Forward(dec, &out).ok()) return 1;
       }
       step_s.push_back(Seconds(t0, Clock::now()) / decode_steps);
     }
     const double steps = 1.0 / Median(step_s);
-    std::printf("decode batch %d: %.2f steps/s = %.1f tok/s (%.0f%% of the "
-                "bandwidth limit "
-                "%.1f steps/s)\n",
-                batch, steps, steps * batch, 100.0 * steps / limit, limit);
+    std::printf(
+        "decode batch %d: %.2f steps/s = %.1f tok/s (%.0f%% of the "
+        "bandwidth limit "
+        "%.1f steps/s)\n",
+        batch, steps, steps * batch, 100.0 * steps / limit, limit);
   }
 
   // Prefill of one prompt_len-token prompt.
@@ -222,14 +207,11 @@ int main(int argc, char **argv) {
     auto prompt = Prompt(prompt_len, c.vocab_size, 99);
     auto table = blocks_for(prompt_len);
     auto t0 = Clock::now();
-    if (!backend.Forward({{{prompt, 0, table}}}, &out).ok())
-      return 1;
+    if (!backend.Forward({{{prompt, 0, table}}}, &out).ok()) return 1;
     pre_s.push_back(Seconds(t0, Clock::now()));
   }
-  if (pre_s.empty())
-    return 0;
-  std::printf("prefill %d tokens: %.3f s = %.1f tok/s (median of %zu)\n",
-              prompt_len, Median(pre_s), prompt_len / Median(pre_s),
-              pre_s.size());
+  if (pre_s.empty()) return 0;
+  std::printf("prefill %d tokens: %.3f s = %.1f tok/s (median of %zu)\n", prompt_len, Median(pre_s),
+              prompt_len / Median(pre_s), pre_s.size());
   return 0;
 }

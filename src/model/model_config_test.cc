@@ -17,7 +17,7 @@ TEST(ModelConfigTest, ParsesQwen3WithExplicitHeadDim) {
   auto c = ParseModelConfig(kQwen3);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->arch, Architecture::kQwen3);
-  EXPECT_EQ(c->head_dim, 32); // not hidden / heads = 16
+  EXPECT_EQ(c->head_dim, 32);  // not hidden / heads = 16
   EXPECT_TRUE(c->qk_norm);
   EXPECT_TRUE(c->tie_word_embeddings);
   EXPECT_FALSE(c->attention_bias);
@@ -34,9 +34,9 @@ TEST(ModelConfigTest, ParsesFixtureConfigs) {
   EXPECT_EQ(llama->rope.original_max_position, 64);
   auto qwen2 = LoadModelConfig("tests/data/models/tiny-qwen2");
   ASSERT_TRUE(qwen2.ok());
-  EXPECT_TRUE(qwen2->attention_bias); // Qwen2 always biases q/k/v
+  EXPECT_TRUE(qwen2->attention_bias);  // Qwen2 always biases q/k/v
   EXPECT_EQ(qwen2->num_kv_heads, 1);
-  EXPECT_EQ(qwen2->head_dim, 16); // hidden / heads
+  EXPECT_EQ(qwen2->head_dim, 16);  // hidden / heads
   EXPECT_FALSE(qwen2->tie_word_embeddings);
 }
 
@@ -50,20 +50,16 @@ TEST(ModelConfigTest, NewerRopeParametersLayout) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->rope.type, RopeConfig::Type::kLlama3);
   EXPECT_DOUBLE_EQ(c->rope.theta, 500000.0);
-  EXPECT_EQ(c->num_kv_heads, 2); // defaults to num_attention_heads
+  EXPECT_EQ(c->num_kv_heads, 2);  // defaults to num_attention_heads
 }
 
 TEST(ModelConfigTest, ErrorsNameTheProblem) {
-  auto bad_arch =
-      ParseModelConfig(R"({"architectures": ["MixtralForCausalLM"]})");
+  auto bad_arch = ParseModelConfig(R"({"architectures": ["MixtralForCausalLM"]})");
   EXPECT_EQ(bad_arch.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(bad_arch.status().message().find("MixtralForCausalLM"),
-            std::string::npos);
-  EXPECT_NE(bad_arch.status().message().find("Qwen3ForCausalLM"),
-            std::string::npos);
+  EXPECT_NE(bad_arch.status().message().find("MixtralForCausalLM"), std::string::npos);
+  EXPECT_NE(bad_arch.status().message().find("Qwen3ForCausalLM"), std::string::npos);
 
-  auto missing = ParseModelConfig(
-      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10})");
+  auto missing = ParseModelConfig(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10})");
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(missing.status().message().find("hidden_size"), std::string::npos);
 
@@ -79,8 +75,7 @@ TEST(ModelConfigTest, ErrorsNameTheProblem) {
       "hidden_size": 12, "intermediate_size": 16, "num_hidden_layers": 1,
       "num_attention_heads": 3, "num_key_value_heads": 2})");
   EXPECT_EQ(gqa.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(gqa.status().message().find("num_key_value_heads"),
-            std::string::npos);
+  EXPECT_NE(gqa.status().message().find("num_key_value_heads"), std::string::npos);
 
   auto dir = LoadModelConfig("/nonexistent-model-dir");
   EXPECT_EQ(dir.status().code(), StatusCode::kNotFound);
@@ -97,5 +92,5 @@ TEST(ModelConfigTest, JsonRoundTrip) {
   EXPECT_DOUBLE_EQ(again->rope.theta, c->rope.theta);
 }
 
-} // namespace
-} // namespace crescent::model
+}  // namespace
+}  // namespace crescent::model

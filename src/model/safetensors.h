@@ -30,21 +30,9 @@
 
 namespace crescent::model {
 
-enum class DType : uint8_t {
-  kF32,
-  kF16,
-  kBF16,
-  kI64,
-  kI32,
-  kI8,
-  kU8,
-  kBool,
-  kF64,
-  kI16
-};
+enum class DType : uint8_t { kF32, kF16, kBF16, kI64, kI32, kI8, kU8, kBool, kF64, kI16 };
 
-std::string_view
-DTypeName(DType dtype); // "BF16", ... as safetensors spells them
+std::string_view DTypeName(DType dtype);  // "BF16", ... as safetensors spells them
 size_t DTypeSize(DType dtype);
 
 // A borrowed view of one tensor's bytes inside a mapped file.
@@ -52,15 +40,15 @@ struct TensorView {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  const void *data = nullptr; // aligned as the file places it (2-byte types: 2)
+  const void *data = nullptr;  // aligned as the file places it (2-byte types: 2)
   size_t bytes = 0;
 
   int64_t NumElements() const;
-  std::string ShapeString() const; // "[1024, 64]"
+  std::string ShapeString() const;  // "[1024, 64]"
 };
 
 class Checkpoint {
-public:
+ public:
   // Opens <dir>/model.safetensors, or the shards of
   // <dir>/model.safetensors.index.json when it exists.
   static StatusOr<std::unique_ptr<Checkpoint>> Open(std::string_view dir);
@@ -74,14 +62,12 @@ public:
   // NOT_FOUND names the tensor and the directory.
   StatusOr<const TensorView *> Find(std::string_view name) const;
   bool Has(std::string_view name) const;
-  const std::map<std::string, TensorView, std::less<>> &tensors() const {
-    return tensors_;
-  }
+  const std::map<std::string, TensorView, std::less<>> &tensors() const { return tensors_; }
   const std::string &dir() const { return dir_; }
   // The JSON headers of all files in order (for fingerprints).
   const std::vector<std::string> &headers() const { return headers_; }
 
-private:
+ private:
   Checkpoint() = default;
   Status MapFile(const std::string &path);
 
@@ -105,8 +91,7 @@ struct TensorSpec {
   DType dtype = DType::kBF16;
   std::vector<int64_t> shape;
 };
-Status WriteSafetensors(
-    std::string_view path, const std::vector<TensorSpec> &specs,
-    const std::function<void(size_t index, std::span<char> buffer)> &fill);
+Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec> &specs,
+                        const std::function<void(size_t index, std::span<char> buffer)> &fill);
 
-} // namespace crescent::model
+}  // namespace crescent::model

@@ -23,26 +23,22 @@ constexpr const char *kFixture = "tests/data/models/tiny-qwen3";
 // Rewrites the fixture's tensors into `dir` (config.json copied), letting
 // `edit` drop (return false) or reshape tensors on the way.
 void CopyFixture(
-    const std::string &dir, const std::function<bool(TensorSpec &)> &edit =
-                                [](TensorSpec &) { return true; }) {
+    const std::string &dir,
+    const std::function<bool(TensorSpec &)> &edit = [](TensorSpec &) { return true; }) {
   auto ckpt = Checkpoint::Open(kFixture);
   ASSERT_TRUE(ckpt.ok());
   std::vector<TensorSpec> specs;
   std::vector<const TensorView *> src;
   for (const auto &[name, t] : (*ckpt)->tensors()) {
     TensorSpec s{name, t.dtype, t.shape};
-    if (!edit(s))
-      continue;
+    if (!edit(s)) continue;
     specs.push_back(s);
     src.push_back(&t);
   }
-  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", specs,
-                               [&](size_t i, std::span<char> buf) {
-                                 std::memcpy(
-                                     buf.data(), src[i]->data,
-                                     std::min(buf.size(), src[i]->bytes));
-                               })
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensors(dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
+        std::memcpy(buf.data(), src[i]->data, std::min(buf.size(), src[i]->bytes));
+      }).ok());
   fs::copy_file(std::string(kFixture) + "/config.json", dir + "/config.json");
 }
 
@@ -51,8 +47,7 @@ ForwardOutput RunPrompt(const std::string &dir) {
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   std::vector<int32_t> prompt = {5, 17, 300, 42, 7}, table = {3, 1};
   ForwardOutput out;
-  EXPECT_TRUE(
-      (*backend)->Forward({{{prompt, 0, table, LogitsMode::kAll}}}, &out).ok());
+  EXPECT_TRUE((*backend)->Forward({{{prompt, 0, table, LogitsMode::kAll}}}, &out).ok());
   return out;
 }
 
@@ -64,7 +59,7 @@ TEST(SafetensorsTest, IndexesFixtureTensors) {
   EXPECT_EQ((*embed)->dtype, DType::kBF16);
   EXPECT_EQ((*embed)->shape, (std::vector<int64_t>{512, 64}));
   EXPECT_EQ((*embed)->bytes, 512u * 64 * 2);
-  EXPECT_FALSE((*ckpt)->Has("lm_head.weight")); // tied
+  EXPECT_FALSE((*ckpt)->Has("lm_head.weight"));  // tied
 }
 
 TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
@@ -86,18 +81,16 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
   }
   index += "}}";
   for (int s = 0; s < 2; ++s) {
-    ASSERT_TRUE(
-        WriteSafetensors(tmp.path() + "/model-0000" + std::to_string(s + 1) +
-                             "-of-00002.safetensors",
-                         shard[s],
-                         [&](size_t i, std::span<char> buf) {
-                           std::memcpy(buf.data(), src[s][i]->data, buf.size());
-                         })
-            .ok());
+    ASSERT_TRUE(WriteSafetensors(
+                    tmp.path() + "/model-0000" + std::to_string(s + 1) + "-of-00002.safetensors",
+                    shard[s],
+                    [&](size_t i, std::span<char> buf) {
+                      std::memcpy(buf.data(), src[s][i]->data, buf.size());
+                    })
+                    .ok());
   }
   std::ofstream(tmp.path() + "/model.safetensors.index.json") << index;
-  fs::copy_file(std::string(kFixture) + "/config.json",
-                tmp.path() + "/config.json");
+  fs::copy_file(std::string(kFixture) + "/config.json", tmp.path() + "/config.json");
   ForwardOutput sharded = RunPrompt(tmp.path());
   ForwardOutput single = RunPrompt(kFixture);
   ASSERT_EQ(sharded.logits.size(), single.logits.size());
@@ -106,15 +99,13 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
 
 TEST(SafetensorsTest, MissingTensorNamesItAndItsShape) {
   TempDir tmp;
-  CopyFixture(tmp.path(), [](TensorSpec &s) {
-    return s.name != "model.layers.1.self_attn.k_proj.weight";
-  });
+  CopyFixture(tmp.path(),
+              [](TensorSpec &s) { return s.name != "model.layers.1.self_attn.k_proj.weight"; });
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(
-      backend.status().message().find("model.layers.1.self_attn.k_proj.weight"),
-      std::string::npos);
+  EXPECT_NE(backend.status().message().find("model.layers.1.self_attn.k_proj.weight"),
+            std::string::npos);
   EXPECT_NE(backend.status().message().find("[64, 64]"), std::string::npos)
       << backend.status().message();
 }
@@ -122,15 +113,13 @@ TEST(SafetensorsTest, MissingTensorNamesItAndItsShape) {
 TEST(SafetensorsTest, MisShapedTensorNamesExpectedAndFound) {
   TempDir tmp;
   CopyFixture(tmp.path(), [](TensorSpec &s) {
-    if (s.name == "model.layers.2.mlp.up_proj.weight")
-      s.shape = {80, 64}; // expected [160, 64]
+    if (s.name == "model.layers.2.mlp.up_proj.weight") s.shape = {80, 64};  // expected [160, 64]
     return true;
   });
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
   const std::string &msg = backend.status().message();
-  EXPECT_NE(msg.find("model.layers.2.mlp.up_proj.weight"), std::string::npos)
-      << msg;
+  EXPECT_NE(msg.find("model.layers.2.mlp.up_proj.weight"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[80, 64]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expected [160, 64]"), std::string::npos) << msg;
 }
@@ -142,8 +131,7 @@ TEST(SafetensorsTest, TruncatedFileIsDataLossNamingATensor) {
   ASSERT_TRUE(bytes.ok());
   std::ofstream(tmp.path() + "/model.safetensors", std::ios::binary)
       .write(bytes->data(), static_cast<std::streamsize>(bytes->size() - 1000));
-  fs::copy_file(std::string(kFixture) + "/config.json",
-                tmp.path() + "/config.json");
+  fs::copy_file(std::string(kFixture) + "/config.json", tmp.path() + "/config.json");
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), StatusCode::kDataLoss);
@@ -159,19 +147,16 @@ TEST(SafetensorsTest, TruncatedFileIsDataLossNamingATensor) {
 
 TEST(SafetensorsTest, MissingCheckpointAndUnknownArchitecture) {
   TempDir tmp;
-  fs::copy_file(std::string(kFixture) + "/config.json",
-                tmp.path() + "/config.json");
+  fs::copy_file(std::string(kFixture) + "/config.json", tmp.path() + "/config.json");
   auto none = LoadModel(tmp.path());
   EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(none.status().message().find("model.safetensors"),
-            std::string::npos);
+  EXPECT_NE(none.status().message().find("model.safetensors"), std::string::npos);
 
-  std::ofstream(tmp.path() + "/config.json")
-      << R"({"architectures": ["GPT2LMHeadModel"]})";
+  std::ofstream(tmp.path() + "/config.json") << R"({"architectures": ["GPT2LMHeadModel"]})";
   auto arch = LoadModel(tmp.path());
   EXPECT_EQ(arch.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(arch.status().message().find("GPT2LMHeadModel"), std::string::npos);
 }
 
-} // namespace
-} // namespace crescent::model
+}  // namespace
+}  // namespace crescent::model

@@ -1,9 +1,10 @@
 #include "model/cpu/attention.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <immintrin.h>
 #include <vector>
 
 #include "model/cpu/kernels.h"
@@ -26,8 +27,7 @@ inline float DotInline(const float *a, const float *b, int32_t n) {
   }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
-                          _mm512_maskz_loadu_ps(m, b + i), acc);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
   }
   return _mm512_reduce_add_ps(acc);
 #else
@@ -37,23 +37,19 @@ inline float DotInline(const float *a, const float *b, int32_t n) {
 
 // o[0..D) += sum_s p[s] * v[s][0..D): one load/store of o per 16 dims
 // per block rather than per key.
-inline void WeightedSumInto(const float *p, const float *v, int32_t n,
-                            int32_t D, float *o) {
+inline void WeightedSumInto(const float *p, const float *v, int32_t n, int32_t D, float *o) {
 #if defined(__AVX512F__)
   for (int32_t d = 0; d < D; d += 16) {
-    const __mmask16 m = D - d >= 16
-                            ? static_cast<__mmask16>(0xffff)
-                            : static_cast<__mmask16>((1u << (D - d)) - 1);
+    const __mmask16 m =
+        D - d >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (D - d)) - 1);
     __m512 acc = _mm512_maskz_loadu_ps(m, o + d);
     for (int32_t s = 0; s < n; ++s) {
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[s]),
-                            _mm512_maskz_loadu_ps(m, v + s * D + d), acc);
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(p[s]), _mm512_maskz_loadu_ps(m, v + s * D + d), acc);
     }
     _mm512_mask_storeu_ps(o + d, m, acc);
   }
 #else
-  for (int32_t s = 0; s < n; ++s)
-    Axpy(p[s], v + s * D, D, o);
+  for (int32_t s = 0; s < n; ++s) Axpy(p[s], v + s * D, D, o);
 #endif
 }
 
@@ -64,14 +60,12 @@ struct QueryTile {
   int32_t count;
 };
 
-} // namespace
+}  // namespace
 
-void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
-                    const float *q, int32_t num_heads,
-                    const KvBlockLayout &layout, const float *kv_pool,
+void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens, const float *q,
+                    int32_t num_heads, const KvBlockLayout &layout, const float *kv_pool,
                     int32_t layer, float scale, float *out) {
-  const int32_t D = layout.head_dim, B = layout.block_size,
-                Hkv = layout.num_kv_heads;
+  const int32_t D = layout.head_dim, B = layout.block_size, Hkv = layout.num_kv_heads;
   const int32_t group = num_heads / Hkv;
   const size_t block_elems = layout.BlockElements();
   thread_local std::vector<QueryTile> tiles;
@@ -80,8 +74,7 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
     if (!tiles.empty()) {
       QueryTile &last = tiles.back();
       const AttentionToken &prev = tokens[last.first + last.count - 1];
-      if (last.count < kQueryTile &&
-          prev.block_table.data() == tokens[t].block_table.data() &&
+      if (last.count < kQueryTile && prev.block_table.data() == tokens[t].block_table.data() &&
           prev.position + 1 == tokens[t].position) {
         ++last.count;
         continue;
@@ -94,7 +87,7 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
   // head.
   const int64_t items = static_cast<int64_t>(all.size()) * Hkv;
   pool.ParallelFor(items, 1, [&](int64_t begin, int64_t end, int) {
-    thread_local std::vector<float> scores; // [count][group][n_keys]
+    thread_local std::vector<float> scores;  // [count][group][n_keys]
     for (int64_t item = begin; item < end; ++item) {
       const QueryTile &tile = all[item / Hkv];
       const int32_t g = static_cast<int32_t>(item % Hkv);
@@ -103,14 +96,10 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
       const int32_t rows = tile.count * group;
       scores.resize(static_cast<size_t>(rows) * n_keys);
       auto q_row = [&](int32_t qi, int32_t hi) {
-        return q + (static_cast<int64_t>(tile.first + qi) * num_heads +
-                    g * group + hi) *
-                       D;
+        return q + (static_cast<int64_t>(tile.first + qi) * num_heads + g * group + hi) * D;
       };
       auto out_row = [&](int32_t qi, int32_t hi) {
-        return out + (static_cast<int64_t>(tile.first + qi) * num_heads +
-                      g * group + hi) *
-                         D;
+        return out + (static_cast<int64_t>(tile.first + qi) * num_heads + g * group + hi) * D;
       };
       // Pass 1: scores, one K block at a time.
       for (int32_t j0 = 0, b = 0; j0 < n_keys; j0 += B, ++b) {
@@ -122,10 +111,8 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
           const int32_t limit = std::min(m, first.position + qi + 1 - j0);
           for (int32_t hi = 0; hi < group; ++hi) {
             const float *qv = q_row(qi, hi);
-            float *srow = scores.data() +
-                          static_cast<size_t>(qi * group + hi) * n_keys + j0;
-            for (int32_t s = 0; s < limit; ++s)
-              srow[s] = DotInline(qv, k + s * D, D) * scale;
+            float *srow = scores.data() + static_cast<size_t>(qi * group + hi) * n_keys + j0;
+            for (int32_t s = 0; s < limit; ++s) srow[s] = DotInline(qv, k + s * D, D) * scale;
           }
         }
       }
@@ -133,14 +120,11 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
       for (int32_t qi = 0; qi < tile.count; ++qi) {
         const int32_t n = first.position + qi + 1;
         for (int32_t hi = 0; hi < group; ++hi) {
-          float *srow =
-              scores.data() + static_cast<size_t>(qi * group + hi) * n_keys;
+          float *srow = scores.data() + static_cast<size_t>(qi * group + hi) * n_keys;
           float mx = -INFINITY;
-          for (int32_t j = 0; j < n; ++j)
-            mx = std::max(mx, srow[j]);
+          for (int32_t j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
           const float inv_sum = 1.0f / ExpSubtractSum(srow, n, mx);
-          for (int32_t j = 0; j < n; ++j)
-            srow[j] *= inv_sum;
+          for (int32_t j = 0; j < n; ++j) srow[j] *= inv_sum;
           std::memset(out_row(qi, hi), 0, sizeof(float) * D);
         }
       }
@@ -152,9 +136,7 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
         for (int32_t qi = 0; qi < tile.count; ++qi) {
           const int32_t limit = std::min(m, first.position + qi + 1 - j0);
           for (int32_t hi = 0; hi < group; ++hi) {
-            const float *srow = scores.data() +
-                                static_cast<size_t>(qi * group + hi) * n_keys +
-                                j0;
+            const float *srow = scores.data() + static_cast<size_t>(qi * group + hi) * n_keys + j0;
             WeightedSumInto(srow, v, limit, D, out_row(qi, hi));
           }
         }
@@ -163,9 +145,8 @@ void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens,
   });
 }
 
-void PagedAttentionReference(std::span<const AttentionToken> tokens,
-                             const float *q, int32_t num_heads,
-                             const KvBlockLayout &layout, const float *kv_pool,
+void PagedAttentionReference(std::span<const AttentionToken> tokens, const float *q,
+                             int32_t num_heads, const KvBlockLayout &layout, const float *kv_pool,
                              int32_t layer, float scale, float *out) {
   const int32_t D = layout.head_dim, B = layout.block_size;
   const int32_t group = num_heads / layout.num_kv_heads;
@@ -182,21 +163,18 @@ void PagedAttentionReference(std::span<const AttentionToken> tokens,
       double mx = -INFINITY, sum = 0;
       for (int32_t j = 0; j < n; ++j) {
         double s = 0;
-        for (int32_t d = 0; d < D; ++d)
-          s += static_cast<double>(qh[d]) * at(kKvKindKey, j)[d];
+        for (int32_t d = 0; d < D; ++d) s += static_cast<double>(qh[d]) * at(kKvKindKey, j)[d];
         p[j] = s * scale;
         mx = std::max(mx, p[j]);
       }
-      for (double &v : p)
-        sum += (v = std::exp(v - mx));
+      for (double &v : p) sum += (v = std::exp(v - mx));
       for (int32_t d = 0; d < D; ++d) {
         double acc = 0;
-        for (int32_t j = 0; j < n; ++j)
-          acc += p[j] * at(kKvKindValue, j)[d];
+        for (int32_t j = 0; j < n; ++j) acc += p[j] * at(kKvKindValue, j)[d];
         out[(t * num_heads + h) * D + d] = static_cast<float>(acc / sum);
       }
     }
   }
 }
 
-} // namespace crescent::model::cpu
+}  // namespace crescent::model::cpu

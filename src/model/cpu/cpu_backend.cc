@@ -39,35 +39,30 @@ enum Stage {
   kNumStages
 };
 constexpr const char *kStageNames[kNumStages] = {
-    "embed+rope", "norm+residual", "qkv",     "qk-norm+rope+kv",
-    "attention",  "o_proj",        "gate+up", "silu",
-    "down",       "lm_head"};
+    "embed+rope", "norm+residual", "qkv",  "qk-norm+rope+kv", "attention", "o_proj",
+    "gate+up",    "silu",          "down", "lm_head"};
 class StageTimer {
-public:
+ public:
   StageTimer() : enabled_(std::getenv("CRESCENT_PROFILE") != nullptr) {}
   ~StageTimer() {
-    if (!enabled_)
-      return;
+    if (!enabled_) return;
     double total = 0;
-    for (double t : seconds_)
-      total += t;
+    for (double t : seconds_) total += t;
     for (int i = 0; i < kNumStages; ++i) {
-      std::fprintf(stderr, "profile: %-18s %8.3f s %5.1f%%\n", kStageNames[i],
-                   seconds_[i], total > 0 ? 100 * seconds_[i] / total : 0.0);
+      std::fprintf(stderr, "profile: %-18s %8.3f s %5.1f%%\n", kStageNames[i], seconds_[i],
+                   total > 0 ? 100 * seconds_[i] / total : 0.0);
     }
   }
   // Runs fn, charging its wall time to `stage`.
-  template <typename Fn> void Time(Stage stage, Fn &&fn) {
-    if (!enabled_)
-      return fn();
+  template <typename Fn>
+  void Time(Stage stage, Fn &&fn) {
+    if (!enabled_) return fn();
     auto t0 = std::chrono::steady_clock::now();
     fn();
-    seconds_[stage] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
+    seconds_[stage] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
-private:
+ private:
   bool enabled_;
   double seconds_[kNumStages] = {};
 };
@@ -76,23 +71,17 @@ private:
 constexpr size_t kFingerprintSample = 4096;
 
 WeightMatrix Matrix(const TensorView *t) {
-  return {t->dtype, t->data, t->shape[0],
-          t->shape.size() > 1 ? t->shape[1] : 1};
+  return {t->dtype, t->data, t->shape[0], t->shape.size() > 1 ? t->shape[1] : 1};
 }
 
-std::vector<float> Floats(const TensorView *t) {
-  return t ? ToFloat(*t) : std::vector<float>();
-}
-const float *Ptr(const std::vector<float> &v) {
-  return v.empty() ? nullptr : v.data();
-}
+std::vector<float> Floats(const TensorView *t) { return t ? ToFloat(*t) : std::vector<float>(); }
+const float *Ptr(const std::vector<float> &v) { return v.empty() ? nullptr : v.data(); }
 
 std::string Fingerprint(const Checkpoint &ckpt, std::string_view config_text) {
   XXH3_state_t *st = XXH3_createState();
   XXH3_64bits_reset(st);
   XXH3_64bits_update(st, config_text.data(), config_text.size());
-  for (const std::string &h : ckpt.headers())
-    XXH3_64bits_update(st, h.data(), h.size());
+  for (const std::string &h : ckpt.headers()) XXH3_64bits_update(st, h.data(), h.size());
   for (const auto &[name, t] : ckpt.tensors()) {
     const char *p = static_cast<const char *>(t.data);
     size_t n = std::min(t.bytes, kFingerprintSample);
@@ -109,41 +98,38 @@ std::string Fingerprint(const Checkpoint &ckpt, std::string_view config_text) {
 // Float32 copies of the small per-layer vectors (norm weights, biases).
 struct LayerVectors {
   std::vector<float> input_norm, post_norm, q_norm, k_norm;
-  std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias,
-      down_bias;
+  std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;
 };
 
 class CpuBackend final : public Backend {
-public:
-  CpuBackend(std::unique_ptr<Checkpoint> ckpt, ModelConfig config,
-             ModelWeights weights, int num_threads)
-      : ckpt_(std::move(ckpt)), config_(std::move(config)),
-        weights_(std::move(weights)), pool_(num_threads) {}
+ public:
+  CpuBackend(std::unique_ptr<Checkpoint> ckpt, ModelConfig config, ModelWeights weights,
+             int num_threads)
+      : ckpt_(std::move(ckpt)),
+        config_(std::move(config)),
+        weights_(std::move(weights)),
+        pool_(num_threads) {}
   ~CpuBackend() override {
-    if (kv_)
-      ::munmap(kv_, kv_bytes_);
+    if (kv_) ::munmap(kv_, kv_bytes_);
   }
 
   Status Init(const BackendOptions &options, std::string_view config_text) {
-    layout_ = {config_.num_layers, config_.num_kv_heads, config_.head_dim,
-               options.kv_block_size, KvDtype::kFloat32};
-    num_blocks_ =
-        options.num_kv_blocks > 0
-            ? options.num_kv_blocks
-            : static_cast<int32_t>(std::min<uint64_t>(
-                  options.kv_cache_bytes / layout_.BlockBytes(), INT32_MAX));
+    layout_ = {config_.num_layers, config_.num_kv_heads, config_.head_dim, options.kv_block_size,
+               KvDtype::kFloat32};
+    num_blocks_ = options.num_kv_blocks > 0
+                      ? options.num_kv_blocks
+                      : static_cast<int32_t>(std::min<uint64_t>(
+                            options.kv_cache_bytes / layout_.BlockBytes(), INT32_MAX));
     if (num_blocks_ <= 0) {
-      return InvalidArgumentError(
-          "kv_cache_bytes " + std::to_string(options.kv_cache_bytes) +
-          " holds no KV block of " + std::to_string(layout_.BlockBytes()) +
-          " bytes; raise it or set num_kv_blocks");
+      return InvalidArgumentError("kv_cache_bytes " + std::to_string(options.kv_cache_bytes) +
+                                  " holds no KV block of " + std::to_string(layout_.BlockBytes()) +
+                                  " bytes; raise it or set num_kv_blocks");
     }
     kv_bytes_ = static_cast<size_t>(num_blocks_) * layout_.BlockBytes();
     void *p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
-      return ErrnoToStatus(errno, "reserve KV pool of " +
-                                      std::to_string(kv_bytes_) + " bytes");
+      return ErrnoToStatus(errno, "reserve KV pool of " + std::to_string(kv_bytes_) + " bytes");
     ::madvise(p, kv_bytes_, MADV_HUGEPAGE);
     kv_ = static_cast<float *>(p);
     for (const LayerWeights &lw : weights_.layers) {
@@ -174,12 +160,10 @@ public:
   std::string_view name() const override { return "cpu"; }
 
   Status Forward(const ForwardBatch &batch, ForwardOutput *out) override;
-  Status ReadKvBlocks(std::span<const int32_t> blocks,
-                      std::span<std::byte> bytes) const override;
-  Status WriteKvBlocks(std::span<const int32_t> blocks,
-                       std::span<const std::byte> bytes) override;
+  Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
+  Status WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) override;
 
-private:
+ private:
   Status Validate(const ForwardBatch &batch) const;
   Status CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const;
   void RunLayer(int layer, int64_t T);
@@ -190,39 +174,36 @@ private:
   ModelWeights weights_;
   std::vector<LayerVectors> layer_vectors_;
   std::vector<float> final_norm_;
-  std::vector<float> inv_freq_; // [D/2]
+  std::vector<float> inv_freq_;  // [D/2]
   KvBlockLayout layout_;
   int32_t num_blocks_ = 0;
   std::string fingerprint_;
-  float *kv_ = nullptr; // [num_blocks][BlockElements()]
+  float *kv_ = nullptr;  // [num_blocks][BlockElements()]
   size_t kv_bytes_ = 0;
   ThreadPool pool_;
   StageTimer timer_;
 
   // ---- scratch of Forward (one Forward at a time); T = new tokens ----
-  std::vector<AttentionToken> tokens_; // [T]
-  std::vector<int32_t> positions_;     // [T]
-  std::vector<float> x_;               // [T][H] residual stream
-  std::vector<float> xn_;              // [T][H] normalised
-  std::vector<float> q_;               // [T][Hq*D]
-  std::vector<float> k_, v_;           // [T][Hkv*D]
-  std::vector<float> attn_;            // [T][Hq*D]
-  std::vector<float> gate_, up_;       // [T][I]
-  std::vector<float> tmp_;             // [T][H]
-  std::vector<float> cos_, sin_;       // [T][D/2]
+  std::vector<AttentionToken> tokens_;  // [T]
+  std::vector<int32_t> positions_;      // [T]
+  std::vector<float> x_;                // [T][H] residual stream
+  std::vector<float> xn_;               // [T][H] normalised
+  std::vector<float> q_;                // [T][Hq*D]
+  std::vector<float> k_, v_;            // [T][Hkv*D]
+  std::vector<float> attn_;             // [T][Hq*D]
+  std::vector<float> gate_, up_;        // [T][I]
+  std::vector<float> tmp_;              // [T][H]
+  std::vector<float> cos_, sin_;        // [T][D/2]
 };
 
 Status CpuBackend::Validate(const ForwardBatch &batch) const {
-  if (batch.sequences.empty())
-    return InvalidArgumentError("forward batch has no sequences");
+  if (batch.sequences.empty()) return InvalidArgumentError("forward batch has no sequences");
   std::vector<int64_t> slots;
   for (size_t i = 0; i < batch.sequences.size(); ++i) {
     const SequenceInput &s = batch.sequences[i];
     const std::string where = "sequence " + std::to_string(i) + ": ";
-    if (s.tokens.empty())
-      return InvalidArgumentError(where + "no new tokens");
-    if (s.position < 0)
-      return InvalidArgumentError(where + "negative position");
+    if (s.tokens.empty()) return InvalidArgumentError(where + "no new tokens");
+    if (s.position < 0) return InvalidArgumentError(where + "negative position");
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
         return InvalidArgumentError(where + "token id " + std::to_string(t) +
@@ -230,26 +211,23 @@ Status CpuBackend::Validate(const ForwardBatch &batch) const {
                                     std::to_string(config_.vocab_size) + ")");
       }
     }
-    const int64_t end =
-        int64_t{s.position} + static_cast<int64_t>(s.tokens.size());
+    const int64_t end = int64_t{s.position} + static_cast<int64_t>(s.tokens.size());
     const int64_t need = (end + layout_.block_size - 1) / layout_.block_size;
     if (static_cast<int64_t>(s.block_table.size()) < need) {
-      return InvalidArgumentError(
-          where + "block table has " + std::to_string(s.block_table.size()) +
-          " blocks; positions [0, " + std::to_string(end) + ") need " +
-          std::to_string(need) + " of " + std::to_string(layout_.block_size) +
-          " tokens");
+      return InvalidArgumentError(where + "block table has " +
+                                  std::to_string(s.block_table.size()) + " blocks; positions [0, " +
+                                  std::to_string(end) + ") need " + std::to_string(need) + " of " +
+                                  std::to_string(layout_.block_size) + " tokens");
     }
     for (int64_t j = 0; j < need; ++j) {
       if (s.block_table[j] < 0 || s.block_table[j] >= num_blocks_) {
-        return InvalidArgumentError(
-            where + "block id " + std::to_string(s.block_table[j]) +
-            " is outside the pool [0, " + std::to_string(num_blocks_) + ")");
+        return InvalidArgumentError(where + "block id " + std::to_string(s.block_table[j]) +
+                                    " is outside the pool [0, " + std::to_string(num_blocks_) +
+                                    ")");
       }
     }
     for (int64_t p = s.position; p < end; ++p) {
-      slots.push_back(int64_t{s.block_table[p / layout_.block_size]} *
-                          layout_.block_size +
+      slots.push_back(int64_t{s.block_table[p / layout_.block_size]} * layout_.block_size +
                       p % layout_.block_size);
     }
   }
@@ -257,8 +235,7 @@ Status CpuBackend::Validate(const ForwardBatch &batch) const {
   if (std::adjacent_find(slots.begin(), slots.end()) != slots.end()) {
     return InvalidArgumentError(
         "two new tokens of the batch write the same KV slot (block " +
-        std::to_string(*std::adjacent_find(slots.begin(), slots.end()) /
-                       layout_.block_size) +
+        std::to_string(*std::adjacent_find(slots.begin(), slots.end()) / layout_.block_size) +
         "); blocks written in one batch must not be shared");
   }
   return OkStatus();
@@ -266,13 +243,11 @@ Status CpuBackend::Validate(const ForwardBatch &batch) const {
 
 // Sets FTZ/DAZ on the calling thread for a scope (see kFlushDenormals).
 class FlushDenormalsScope {
-public:
-  FlushDenormalsScope() : saved_(_mm_getcsr()) {
-    _mm_setcsr(saved_ | kFlushDenormals);
-  }
+ public:
+  FlushDenormalsScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushDenormals); }
   ~FlushDenormalsScope() { _mm_setcsr(saved_); }
 
-private:
+ private:
   unsigned saved_;
 };
 
@@ -310,16 +285,13 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   timer_.Time(kEmbed, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
-        WidenRow(embed->dtype,
-                 static_cast<const char *>(embed->data) + ids[t] * H * esize, H,
+        WidenRow(embed->dtype, static_cast<const char *>(embed->data) + ids[t] * H * esize, H,
                  x_.data() + t * H);
-        RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half,
-                   sin_.data() + t * half);
+        RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half, sin_.data() + t * half);
       }
     });
   });
-  for (int l = 0; l < config_.num_layers; ++l)
-    RunLayer(l, T);
+  for (int l = 0; l < config_.num_layers; ++l) RunLayer(l, T);
 
   // Logits of the requested rows.
   out->vocab_size = config_.vocab_size;
@@ -329,8 +301,7 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   for (const SequenceInput &s : batch.sequences) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.logits == LogitsMode::kAll) {
-      for (int64_t i = 0; i < n; ++i)
-        rows.push_back(t0 + i);
+      for (int64_t i = 0; i < n; ++i) rows.push_back(t0 + i);
     } else if (s.logits == LogitsMode::kLast) {
       rows.push_back(t0 + n - 1);
     }
@@ -339,17 +310,16 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   }
   const int64_t R = static_cast<int64_t>(rows.size());
   out->logits.resize(static_cast<size_t>(R) * config_.vocab_size);
-  if (R == 0)
-    return OkStatus();
+  if (R == 0) return OkStatus();
   timer_.Time(kLmHead, [&] {
     pool_.ParallelFor(R, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t r = b; r < e; ++r) {
-        RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H,
-                config_.rms_norm_eps, xn_.data() + r * H);
+        RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H, config_.rms_norm_eps,
+                xn_.data() + r * H);
       }
     });
-    const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(),
-                            config_.vocab_size, nullptr};
+    const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(), config_.vocab_size,
+                            nullptr};
     MatMul(pool_, xn_.data(), R, H, {&head, 1});
   });
   return OkStatus();
@@ -366,8 +336,7 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   timer_.Time(kNorm, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t)
-        RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps,
-                xn_.data() + t * H);
+        RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps, xn_.data() + t * H);
     });
   });
   const MatMulTarget qkv[] = {
@@ -385,35 +354,27 @@ void CpuBackend::RunLayer(int l, int64_t T) {
         const float *s = sin_.data() + t * half;
         for (int64_t h = 0; h < Hq; ++h) {
           float *qh = q_.data() + t * QD + h * D;
-          if (config_.qk_norm)
-            RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
+          if (config_.qk_norm) RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
           RopeApply(qh, static_cast<int>(D), c, s);
         }
         const int32_t pos = tokens_[t].position;
         const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
         const int32_t slot = pos % layout_.block_size;
-        float *block_base =
-            kv_ + static_cast<size_t>(block) * layout_.BlockElements();
+        float *block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
         for (int64_t g = 0; g < Hkv; ++g) {
           float *kh = k_.data() + t * KD + g * D;
-          if (config_.qk_norm)
-            RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
+          if (config_.qk_norm) RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
           RopeApply(kh, static_cast<int>(D), c, s);
-          std::memcpy(block_base +
-                          layout_.ElementOffset(l, kKvKindKey, g, slot),
-                      kh, D * 4);
-          std::memcpy(block_base +
-                          layout_.ElementOffset(l, kKvKindValue, g, slot),
+          std::memcpy(block_base + layout_.ElementOffset(l, kKvKindKey, g, slot), kh, D * 4);
+          std::memcpy(block_base + layout_.ElementOffset(l, kKvKindValue, g, slot),
                       v_.data() + t * KD + g * D, D * 4);
         }
       }
     });
   });
   timer_.Time(kAttention, [&] {
-    PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_,
-                   kv_, l,
-                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))),
-                   attn_.data());
+    PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_, kv_, l,
+                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), attn_.data());
   });
 
   const MatMulTarget o{Matrix(lw.o_proj), tmp_.data(), H, Ptr(lv.o_bias)};
@@ -423,8 +384,7 @@ void CpuBackend::RunLayer(int l, int64_t T) {
       for (int64_t t = b; t < e; ++t) {
         float *x = x_.data() + t * H;
         const float *a = tmp_.data() + t * H;
-        for (int64_t i = 0; i < H; ++i)
-          x[i] += a[i];
+        for (int64_t i = 0; i < H; ++i) x[i] += a[i];
         RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
       }
     });
@@ -437,50 +397,42 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   timer_.Time(kSilu, [&] {
     pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t)
-        SiluMul(gate_.data() + t * I, up_.data() + t * I, I,
-                gate_.data() + t * I);
+        SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
     });
   });
-  const MatMulTarget down{Matrix(lw.down_proj), tmp_.data(), H,
-                          Ptr(lv.down_bias)};
+  const MatMulTarget down{Matrix(lw.down_proj), tmp_.data(), H, Ptr(lv.down_bias)};
   timer_.Time(kDown, [&] { MatMul(pool_, gate_.data(), T, I, {&down, 1}); });
   timer_.Time(kNorm, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
         float *x = x_.data() + t * H;
         const float *a = tmp_.data() + t * H;
-        for (int64_t i = 0; i < H; ++i)
-          x[i] += a[i];
+        for (int64_t i = 0; i < H; ++i) x[i] += a[i];
       }
     });
   });
 }
 
-Status CpuBackend::CheckBlockList(std::span<const int32_t> blocks,
-                                  size_t bytes) const {
+Status CpuBackend::CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const {
   if (bytes != blocks.size() * layout_.BlockBytes()) {
-    return InvalidArgumentError(
-        "KV copy of " + std::to_string(blocks.size()) + " blocks needs " +
-        std::to_string(blocks.size() * layout_.BlockBytes()) + " bytes, got " +
-        std::to_string(bytes));
+    return InvalidArgumentError("KV copy of " + std::to_string(blocks.size()) + " blocks needs " +
+                                std::to_string(blocks.size() * layout_.BlockBytes()) +
+                                " bytes, got " + std::to_string(bytes));
   }
   for (int32_t b : blocks) {
     if (b < 0 || b >= num_blocks_) {
-      return InvalidArgumentError("KV block id " + std::to_string(b) +
-                                  " is outside the pool [0, " +
+      return InvalidArgumentError("KV block id " + std::to_string(b) + " is outside the pool [0, " +
                                   std::to_string(num_blocks_) + ")");
     }
   }
   return OkStatus();
 }
 
-Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks,
-                                std::span<std::byte> bytes) const {
+Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const {
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(bytes.data() + i * bb,
-                reinterpret_cast<const char *>(kv_) + blocks[i] * bb, bb);
+    std::memcpy(bytes.data() + i * bb, reinterpret_cast<const char *>(kv_) + blocks[i] * bb, bb);
   }
   return OkStatus();
 }
@@ -490,29 +442,27 @@ Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks,
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(reinterpret_cast<char *>(kv_) + blocks[i] * bb,
-                bytes.data() + i * bb, bb);
+    std::memcpy(reinterpret_cast<char *>(kv_) + blocks[i] * bb, bytes.data() + i * bb, bb);
   }
   return OkStatus();
 }
 
-} // namespace
+}  // namespace
 
-StatusOr<std::unique_ptr<Backend>>
-CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
-                 const ModelConfig &config, std::string_view config_text,
-                 const BackendOptions &options) {
+StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
+                                                    const ModelConfig &config,
+                                                    std::string_view config_text,
+                                                    const BackendOptions &options) {
   ASSIGN_OR_RETURN(ModelWeights weights, BindWeights(*checkpoint, config));
-  int threads = options.num_threads > 0
-                    ? options.num_threads
-                    : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  int threads = options.num_threads > 0 ? options.num_threads
+                                        : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
   threads = std::clamp(threads, 1, 256);
   // OpenBLAS runs inside our pool's tasks: one thread each.
   openblas_set_num_threads(1);
-  auto backend = std::make_unique<CpuBackend>(std::move(checkpoint), config,
-                                              std::move(weights), threads);
+  auto backend =
+      std::make_unique<CpuBackend>(std::move(checkpoint), config, std::move(weights), threads);
   RETURN_IF_ERROR(backend->Init(options, config_text));
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
-} // namespace crescent::model::cpu
+}  // namespace crescent::model::cpu

@@ -43,22 +43,17 @@ TEST(KernelsTest, MatMulMatchesReferenceForAllPathsAndDtypes) {
   std::uniform_real_distribution<float> u(-1, 1);
   ThreadPool pool(2);
   for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
-    for (int64_t K :
-         {int64_t{8}, int64_t{16}, int64_t{37}, int64_t{64}, int64_t{200}}) {
+    for (int64_t K : {int64_t{8}, int64_t{16}, int64_t{37}, int64_t{64}, int64_t{200}}) {
       for (int64_t N : {int64_t{1}, int64_t{5}, int64_t{67}}) {
-        for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7},
-                          kGemvMaxRows, kGemvMaxRows + 1, int64_t{45}}) {
+        for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, kGemvMaxRows,
+                          kGemvMaxRows + 1, int64_t{45}}) {
           std::vector<float> w(N * K), x(M * (K + 3)), bias(N);
-          for (float &v : w)
-            v = u(rng);
-          for (float &v : x)
-            v = u(rng);
-          for (float &v : bias)
-            v = u(rng);
+          for (float &v : w) v = u(rng);
+          for (float &v : x) v = u(rng);
+          for (float &v : bias) v = u(rng);
           std::vector<uint16_t> half = HalfBits(w, dtype);
-          const void *data = dtype == DType::kF32
-                                 ? static_cast<const void *>(w.data())
-                                 : static_cast<const void *>(half.data());
+          const void *data = dtype == DType::kF32 ? static_cast<const void *>(w.data())
+                                                  : static_cast<const void *>(half.data());
           // y has a wider row stride than N to check ldy; x than K for ldx.
           std::vector<float> y(M * (N + 2), 0.0f), ref(M * (N + 2), 0.0f);
           MatMulTarget t{{dtype, data, N, K}, y.data(), N + 2, bias.data()};
@@ -72,8 +67,7 @@ TEST(KernelsTest, MatMulMatchesReferenceForAllPathsAndDtypes) {
           for (int64_t r = 0; r < M; ++r) {
             for (int64_t n = 0; n < N; ++n) {
               double mag = std::abs(bias[n]);
-              for (int64_t k = 0; k < K; ++k)
-                mag += std::abs(x[r * (K + 3) + k] * wf[n * K + k]);
+              for (int64_t k = 0; k < K; ++k) mag += std::abs(x[r * (K + 3) + k] * wf[n * K + k]);
               ASSERT_NEAR(y[r * (N + 2) + n], ref[r * (N + 2) + n], 1e-6 * mag)
                   << DTypeName(dtype) << " M=" << M << " N=" << N << " K=" << K;
             }
@@ -87,13 +81,12 @@ TEST(KernelsTest, MatMulMatchesReferenceForAllPathsAndDtypes) {
 TEST(KernelsTest, SiluMulAndExpMatchReference) {
   std::vector<float> g(1000), up(1000), out(1000), ref(1000);
   for (int i = 0; i < 1000; ++i) {
-    g[i] = (i - 500) * 0.05f; // [-25, 25]
+    g[i] = (i - 500) * 0.05f;  // [-25, 25]
     up[i] = 1.0f + i * 0.001f;
   }
   SiluMul(g.data(), up.data(), 1000, out.data());
   SiluMulReference(g.data(), up.data(), 1000, ref.data());
-  for (int i = 0; i < 1000; ++i)
-    EXPECT_NEAR(out[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-30);
+  for (int i = 0; i < 1000; ++i) EXPECT_NEAR(out[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-30);
   std::vector<float> e = g;
   float sum = ExpSubtractSum(e.data(), 1000, 25.0f);
   double sum_ref = 0;
@@ -113,24 +106,19 @@ TEST(KernelsTest, PagedAttentionMatchesReference) {
     KvBlockLayout layout{2, 2, D, 5, KvDtype::kFloat32};
     const int32_t num_blocks = 12, Hq = 6;
     std::vector<float> pool(num_blocks * layout.BlockElements());
-    for (float &v : pool)
-      v = u(rng);
-    std::vector<int32_t> table = {7, 2, 11, 0, 5, 9, 3}; // 35 positions
+    for (float &v : pool) v = u(rng);
+    std::vector<int32_t> table = {7, 2, 11, 0, 5, 9, 3};  // 35 positions
     // Runs of consecutive positions become query tiles (of at most 16):
     // [0], [4, 5], 20 tokens [10, 30) split 16 + 4, [34].
     std::vector<AttentionToken> tokens = {{0, table}, {4, table}, {5, table}};
-    for (int32_t p = 10; p < 30; ++p)
-      tokens.push_back({p, table});
+    for (int32_t p = 10; p < 30; ++p) tokens.push_back({p, table});
     tokens.push_back({34, table});
     std::vector<float> q(tokens.size() * Hq * D);
-    for (float &v : q)
-      v = u(rng);
+    for (float &v : q) v = u(rng);
     std::vector<float> out(q.size()), ref(q.size());
     ThreadPool tp(2);
-    PagedAttention(tp, tokens, q.data(), Hq, layout, pool.data(), 1, 0.3f,
-                   out.data());
-    PagedAttentionReference(tokens, q.data(), Hq, layout, pool.data(), 1, 0.3f,
-                            ref.data());
+    PagedAttention(tp, tokens, q.data(), Hq, layout, pool.data(), 1, 0.3f, out.data());
+    PagedAttentionReference(tokens, q.data(), Hq, layout, pool.data(), 1, 0.3f, ref.data());
     EXPECT_LT(RelError(out, ref), 1e-6) << "D=" << D;
   }
 }
@@ -140,13 +128,11 @@ TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
   for (int round = 0; round < 200; ++round) {
     std::vector<std::atomic<int>> hits(1000);
     pool.ParallelFor(1000, 7, [&](int64_t b, int64_t e, int) {
-      for (int64_t i = b; i < e; ++i)
-        hits[i].fetch_add(1);
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
     });
-    for (auto &h : hits)
-      ASSERT_EQ(h.load(), 1);
+    for (auto &h : hits) ASSERT_EQ(h.load(), 1);
   }
 }
 
-} // namespace
-} // namespace crescent::model::cpu
+}  // namespace
+}  // namespace crescent::model::cpu

@@ -11,11 +11,10 @@ constexpr int kSpinIterations = 1 << 14;
 constexpr int kPauseIterations = 1 << 11;
 // The caller's busy wait for workers to finish before it yields.
 constexpr int kCallerSpinIterations = 1 << 11;
-} // namespace
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
-  for (int i = 1; i < num_threads; ++i)
-    workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -25,30 +24,24 @@ ThreadPool::~ThreadPool() {
     generation_.fetch_add(1);
   }
   cv_.notify_all();
-  for (auto &t : workers_)
-    t.join();
+  for (auto &t : workers_) t.join();
 }
 
 void ThreadPool::RunChunks(int thread_index) {
   while (true) {
     int64_t begin = next_.fetch_add(job_grain_, std::memory_order_relaxed);
-    if (begin >= job_n_)
-      break;
+    if (begin >= job_n_) break;
     int64_t end = std::min(job_n_, begin + job_grain_);
     (*job_)(begin, end, thread_index);
   }
 }
 
-void ThreadPool::ParallelFor(
-    int64_t n, int64_t grain,
-    const std::function<void(int64_t, int64_t, int)> &fn) {
-  if (n <= 0)
-    return;
-  if (grain < 1)
-    grain = 1;
+void ThreadPool::ParallelFor(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t, int)> &fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
   if (workers_.empty() || n <= grain) {
-    for (int64_t b = 0; b < n; b += grain)
-      fn(b, std::min(n, b + grain), 0);
+    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain), 0);
     return;
   }
   job_ = &fn;
@@ -84,7 +77,7 @@ void ThreadPool::WorkerLoop(int index) {
       if (spin < kPauseIterations) {
         _mm_pause();
       } else {
-        std::this_thread::yield(); // let the caller run if it shares our core
+        std::this_thread::yield();  // let the caller run if it shares our core
       }
       gen = generation_.load(std::memory_order_acquire);
     }
@@ -94,11 +87,10 @@ void ThreadPool::WorkerLoop(int index) {
       gen = generation_.load(std::memory_order_acquire);
     }
     seen = gen;
-    if (stop_.load())
-      return;
+    if (stop_.load()) return;
     RunChunks(index);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
-} // namespace crescent::model::cpu
+}  // namespace crescent::model::cpu

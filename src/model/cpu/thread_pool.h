@@ -25,7 +25,7 @@ namespace crescent::model::cpu {
 inline constexpr unsigned kFlushDenormals = 0x8040;
 
 class ThreadPool {
-public:
+ public:
   // num_threads includes the caller; 1 means no worker threads.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
@@ -36,10 +36,9 @@ public:
 
   // Calls fn(begin, end, thread_index) over disjoint chunks covering [0, n),
   // each at most `grain` long; returns when all are done.
-  void ParallelFor(int64_t n, int64_t grain,
-                   const std::function<void(int64_t, int64_t, int)> &fn);
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)> &fn);
 
-private:
+ private:
   void WorkerLoop(int index);
   void RunChunks(int thread_index);
 
@@ -49,11 +48,11 @@ private:
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0}; // workers still inside the current job
+  std::atomic<int> pending_{0};  // workers still inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;
 };
 
-} // namespace crescent::model::cpu
+}  // namespace crescent::model::cpu
