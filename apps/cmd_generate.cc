@@ -23,7 +23,7 @@ struct GenerateOptions {
   bool ignore_eos = false;
 };
 
-StatusOr<std::vector<int32_t>> ParseIds(const std::string &text) {
+StatusOr<std::vector<int32_t>> ParseIds(const std::string& text) {
   std::vector<int32_t> ids;
   size_t i = 0;
   while (i < text.size()) {
@@ -35,7 +35,7 @@ StatusOr<std::vector<int32_t>> ParseIds(const std::string &text) {
       long v = std::stol(item, &used);
       if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
       ids.push_back(static_cast<int32_t>(v));
-    } catch (const std::exception &) {
+    } catch (const std::exception&) {
       return InvalidArgumentError("--prompt-ids: \"" + item +
                                   "\" is not a token id (expected e.g. 1,2,3)");
     }
@@ -45,7 +45,7 @@ StatusOr<std::vector<int32_t>> ParseIds(const std::string &text) {
   return ids;
 }
 
-Status RunGenerate(const GenerateOptions &o) {
+Status RunGenerate(const GenerateOptions& o) {
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, ParseIds(o.prompt_ids));
   if (o.max_tokens < 1) return InvalidArgumentError("--max-tokens must be >= 1");
   model::BackendOptions bo;
@@ -54,7 +54,7 @@ Status RunGenerate(const GenerateOptions &o) {
   const int64_t positions = static_cast<int64_t>(prompt.size()) + o.max_tokens;
   bo.num_kv_blocks = static_cast<int32_t>((positions + o.kv_block_size - 1) / o.kv_block_size);
   ASSIGN_OR_RETURN(std::unique_ptr<model::Backend> backend, model::LoadModel(o.model, bo));
-  const model::ModelConfig &config = backend->config();
+  const model::ModelConfig& config = backend->config();
 
   std::vector<int32_t> table(bo.num_kv_blocks);
   for (int32_t i = 0; i < bo.num_kv_blocks; ++i) table[i] = i;
@@ -98,7 +98,7 @@ Status RunGenerate(const GenerateOptions &o) {
     if (!f) return ErrnoToStatus(errno, "--dump-logits: create " + o.dump_logits);
     // {"prompt": [...], "tokens": [...], "logits": [[vocab floats] per
     // generated token]}
-    auto ints = [&](const std::vector<int32_t> &v) {
+    auto ints = [&](const std::vector<int32_t>& v) {
       std::string s = "[";
       for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
       return s + "]";
@@ -120,8 +120,8 @@ Status RunGenerate(const GenerateOptions &o) {
   return OkStatus();
 }
 
-void Setup(CLI::App &root) {
-  auto *cmd = root.add_subcommand("generate", "Greedy generation from token ids (model runtime)");
+void Setup(CLI::App& root) {
+  auto* cmd = root.add_subcommand("generate", "Greedy generation from token ids (model runtime)");
   auto o = std::make_shared<GenerateOptions>();
   cmd->add_option("--model", o->model, "Hugging Face model directory")->required();
   cmd->add_option("--prompt-ids", o->prompt_ids, "Prompt token ids, e.g. 1,2,3")->required();

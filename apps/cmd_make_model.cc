@@ -16,14 +16,14 @@ namespace {
 namespace fs = std::filesystem;
 
 // Where scripts/setup puts the tokenizer, relative to a repository root.
-constexpr const char *kTokenizerCache = ".cache/tokenizer-qwen3";
+constexpr const char* kTokenizerCache = ".cache/tokenizer-qwen3";
 
 // --tokenizer-dir, else $CRESCENT_TOKENIZER_DIR, else .cache/tokenizer-qwen3
 // under the working directory or any parent of the crescent binary (the
 // binary lives in <repo>/build/apps). Empty when none holds tokenizer.json.
-std::string FindTokenizerDir(const std::string &flag) {
+std::string FindTokenizerDir(const std::string& flag) {
   if (!flag.empty()) return flag;
-  if (const char *env = std::getenv("CRESCENT_TOKENIZER_DIR")) return env;
+  if (const char* env = std::getenv("CRESCENT_TOKENIZER_DIR")) return env;
   std::vector<fs::path> candidates = {fs::current_path() / kTokenizerCache};
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
@@ -31,14 +31,14 @@ std::string FindTokenizerDir(const std::string &flag) {
        p = p.parent_path()) {
     candidates.push_back(p / kTokenizerCache);
   }
-  for (const fs::path &c : candidates) {
+  for (const fs::path& c : candidates) {
     if (fs::exists(c / "tokenizer.json")) return c.string();
   }
   return "";
 }
 
-void Setup(CLI::App &root) {
-  auto *cmd = root.add_subcommand(
+void Setup(CLI::App& root) {
+  auto* cmd = root.add_subcommand(
       "make-model", "Write a random-weight checkpoint of a real model's shape (HF layout)");
   auto o = std::make_shared<model::MakeModelOptions>();
   auto tok = std::make_shared<std::string>();

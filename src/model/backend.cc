@@ -6,7 +6,7 @@
 
 namespace crescent::model {
 
-const char *KvDtypeName(KvDtype dtype) {
+const char* KvDtypeName(KvDtype dtype) {
   switch (dtype) {
     case KvDtype::kFloat32:
       return "f32";
@@ -25,7 +25,7 @@ std::string KvBlockLayout::Tag() const {
 }
 
 StatusOr<std::unique_ptr<Backend>> LoadModel(std::string_view model_dir,
-                                             const BackendOptions &options) {
+                                             const BackendOptions& options) {
   const std::string config_path = std::string(model_dir) + "/config.json";
   auto text = ReadFile(config_path);
   if (!text.ok()) {

@@ -101,19 +101,19 @@ class Backend {
   virtual ~Backend() = default;
 
   // ---- constant after LoadModel ----
-  virtual const ModelConfig &config() const = 0;
-  virtual const KvBlockLayout &kv_layout() const = 0;
+  virtual const ModelConfig& config() const = 0;
+  virtual const KvBlockLayout& kv_layout() const = 0;
   virtual int32_t num_kv_blocks() const = 0;
   // Identifies the checkpoint (config + tensor table + sampled weight
   // bytes, xxh3-64, hex) for KV store key lineage: KV of another model is
   // never read.
-  virtual const std::string &model_fingerprint() const = 0;
+  virtual const std::string& model_fingerprint() const = 0;
   virtual std::string_view name() const = 0;  // "cpu"
 
   // Runs the batch; fills `out` (reused across calls to avoid allocation).
   // INVALID_ARGUMENT names the sequence and field when a precondition of
   // SequenceInput does not hold; nothing is written to the KV pool then.
-  [[nodiscard]] virtual Status Forward(const ForwardBatch &batch, ForwardOutput *out) = 0;
+  [[nodiscard]] virtual Status Forward(const ForwardBatch& batch, ForwardOutput* out) = 0;
 
   // Copies blocks out of / into the pool, each as kv_layout().BlockBytes()
   // bytes in the wire layout, blocks back to back in `blocks` order.
@@ -129,6 +129,6 @@ class Backend {
 // builds the backend named in options. Errors name the file, the tensor
 // and the expected shape.
 StatusOr<std::unique_ptr<Backend>> LoadModel(std::string_view model_dir,
-                                             const BackendOptions &options = {});
+                                             const BackendOptions& options = {});
 
 }  // namespace crescent::model

@@ -26,7 +26,7 @@ double RelError(std::span<const float> out, std::span<const float> ref) {
   return std::sqrt(num / den);
 }
 
-std::vector<std::vector<float>> Reference(const std::string &dir, const std::vector<int32_t> &p) {
+std::vector<std::vector<float>> Reference(const std::string& dir, const std::vector<int32_t>& p) {
   auto config = LoadModelConfig(dir);
   auto ckpt = Checkpoint::Open(dir);
   EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
@@ -42,7 +42,7 @@ std::vector<int32_t> Iota(int32_t n) {
 }
 
 TEST(BackendTest, FixtureFastPathMatchesReference) {
-  for (const char *m : {"tiny-qwen3", "tiny-qwen2", "tiny-llama3"}) {
+  for (const char* m : {"tiny-qwen3", "tiny-qwen2", "tiny-llama3"}) {
     const std::string dir = std::string("tests/data/models/") + m;
     std::vector<int32_t> prompt;
     for (int i = 0; i < 20; ++i) prompt.push_back((i * 37 + 11) % 500);
@@ -64,7 +64,7 @@ TEST(BackendTest, FixtureFastPathMatchesReference) {
 TEST(BackendTest, RandomCheckpointsOfOddShapesMatchReference) {
   struct Variant {
     Architecture arch;
-    const char *dtype;
+    const char* dtype;
   };
   for (Variant v : {Variant{Architecture::kLlama, "f16"}, Variant{Architecture::kQwen2, "f32"},
                     Variant{Architecture::kQwen3, "bf16"}}) {
@@ -115,7 +115,7 @@ TEST(BackendTest, KvBlocksMovedBetweenInstancesDecodeIdentically) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ((*a)->model_fingerprint(), (*b)->model_fingerprint());
   EXPECT_EQ((*a)->kv_layout(), (*b)->kv_layout());
-  const KvBlockLayout &layout = (*a)->kv_layout();
+  const KvBlockLayout& layout = (*a)->kv_layout();
   EXPECT_EQ(layout.BlockBytes(), size_t{3} * 2 * 2 * 16 * 32 * 4);
   EXPECT_EQ(layout.Tag(), "kv1-f32-L3-H2-D32-B16");
 

@@ -15,7 +15,7 @@ using ::crescent::testing::TempDir;
 
 namespace fs = std::filesystem;
 
-std::string RunCrescent(std::vector<std::string> argv, int *code) {
+std::string RunCrescent(std::vector<std::string> argv, int* code) {
   Subprocess p(std::move(argv));
   *code = p.Wait(std::chrono::seconds(60));
   if (*code != 0) p.DumpLog();
@@ -58,7 +58,7 @@ TEST(CommandsTest, MakeModelWritesALoadableCheckpointWithTokenizer) {
                                  "--tokenizer-dir", tmp.path() + "/tok"},
                                 &code);
   ASSERT_EQ(code, 0) << log;
-  for (const char *f : {"config.json", "model.safetensors", "tokenizer.json",
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json",
                         "tokenizer_config.json", "generation_config.json"}) {
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   }

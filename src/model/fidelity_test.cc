@@ -29,11 +29,11 @@ struct Case {
   std::vector<double> margins;
 };
 
-std::vector<Case> LoadCases(const std::string &dir) {
+std::vector<Case> LoadCases(const std::string& dir) {
   std::ifstream in(dir + "/reference.json");
   nlohmann::json j = nlohmann::json::parse(in);
   std::vector<Case> cases;
-  for (const auto &c : j["cases"]) {
+  for (const auto& c : j["cases"]) {
     Case k;
     k.prompt = c["prompt"].get<std::vector<int32_t>>();
     if (c.contains("all_logits") && !c["all_logits"].is_null()) {
@@ -47,7 +47,7 @@ std::vector<Case> LoadCases(const std::string &dir) {
   return cases;
 }
 
-double RelError(std::span<const float> out, const std::vector<float> &ref) {
+double RelError(std::span<const float> out, const std::vector<float>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     num += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
@@ -60,7 +60,7 @@ int32_t Argmax(std::span<const float> v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-double Norm(const std::vector<float> &v) {
+double Norm(const std::vector<float>& v) {
   double s = 0;
   for (float x : v) s += static_cast<double>(x) * x;
   return std::sqrt(s);
@@ -75,7 +75,7 @@ class BlockAllocator {
     std::shuffle(free_.begin(), free_.end(), std::mt19937(seed));
   }
   // Grows `table` to cover `tokens` positions.
-  void Cover(std::vector<int32_t> &table, int64_t tokens, int32_t block_size) {
+  void Cover(std::vector<int32_t>& table, int64_t tokens, int32_t block_size) {
     while (static_cast<int64_t>(table.size()) * block_size < tokens) {
       table.push_back(free_.back());
       free_.pop_back();
@@ -102,11 +102,11 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
     return std::move(b).value();
   }
   // Checks rows of one case: rows[i] are logits of prompt position first + i.
-  void ExpectPositions(const Case &c, int64_t first, const ForwardOutput &out, int32_t seq,
-                       const std::string &mode) {
+  void ExpectPositions(const Case& c, int64_t first, const ForwardOutput& out, int32_t seq,
+                       const std::string& mode) {
     for (int32_t r = out.row_begin[seq]; r < out.row_begin[seq + 1]; ++r) {
       const int64_t pos = first + (r - out.row_begin[seq]);
-      const std::vector<float> *ref = nullptr;
+      const std::vector<float>* ref = nullptr;
       if (!c.all_logits.empty()) ref = &c.all_logits[pos];
       if (pos == static_cast<int64_t>(c.prompt.size()) - 1) ref = &c.last_logits;
       if (!ref) continue;
@@ -122,7 +122,7 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
 TEST_P(FidelityTest, WholePrefill) {
   auto backend = Load(16);
   BlockAllocator blocks(backend->num_kv_blocks(), 1);
-  for (const Case &c : cases_) {
+  for (const Case& c : cases_) {
     std::vector<int32_t> table;
     blocks.Cover(table, c.prompt.size(), 16);
     ForwardBatch batch{{{c.prompt, 0, table, LogitsMode::kAll}}};
@@ -137,7 +137,7 @@ TEST_P(FidelityTest, TokenByToken) {
   for (int32_t block_size : {16, 5}) {
     auto backend = Load(block_size);
     BlockAllocator blocks(backend->num_kv_blocks(), 2);
-    for (const Case &c : cases_) {
+    for (const Case& c : cases_) {
       std::vector<int32_t> table;
       for (size_t p = 0; p < c.prompt.size(); ++p) {
         blocks.Cover(table, p + 1, block_size);
@@ -156,7 +156,7 @@ TEST_P(FidelityTest, OddChunksAcrossBlocks) {
   auto backend = Load(block_size);
   BlockAllocator blocks(backend->num_kv_blocks(), 3);
   const int chunk_sizes[] = {3, 7, 1, 11, 13};
-  for (const Case &c : cases_) {
+  for (const Case& c : cases_) {
     std::vector<int32_t> table;
     size_t p = 0;
     for (int i = 0; p < c.prompt.size(); ++i) {
@@ -186,7 +186,7 @@ TEST_P(FidelityTest, BatchedWithOtherSequences) {
     ForwardBatch batch;
     std::vector<size_t> which, first;
     for (size_t i = 0; i < n; ++i) {
-      const Case &c = cases_[i];
+      const Case& c = cases_[i];
       if (done[i] == c.prompt.size()) continue;
       // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19
       // or 28.
@@ -214,7 +214,7 @@ TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
   auto backend = Load(block_size);
   BlockAllocator blocks(backend->num_kv_blocks(), 5);
   int compared = 0;
-  for (const Case &c : cases_) {
+  for (const Case& c : cases_) {
     // An element of the logits may be off by up to ‖error‖ ≤ tol·‖ref‖,
     // so a margin below twice that may flip.
     const double margin_tolerance = 2 * kTolerance * Norm(c.last_logits);
@@ -250,7 +250,7 @@ TEST_P(FidelityTest, ReferenceForwardMatches) {
   ASSERT_TRUE(ckpt.ok());
   auto weights = BindWeights(**ckpt, *config);
   ASSERT_TRUE(weights.ok());
-  for (const Case &c : cases_) {
+  for (const Case& c : cases_) {
     if (c.all_logits.empty()) continue;
     auto logits = ReferenceForward(*config, *weights, c.prompt);
     ASSERT_TRUE(logits.ok());

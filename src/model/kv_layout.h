@@ -35,7 +35,7 @@ enum class KvDtype : uint8_t {
 };
 
 inline constexpr size_t KvDtypeSize(KvDtype dtype) { return dtype == KvDtype::kFloat32 ? 4 : 2; }
-const char *KvDtypeName(KvDtype dtype);  // "f32", "bf16", "f16"
+const char* KvDtypeName(KvDtype dtype);  // "f32", "bf16", "f16"
 
 inline constexpr int kKvKindKey = 0;
 inline constexpr int kKvKindValue = 1;
@@ -70,7 +70,7 @@ struct KvBlockLayout {
   // "kv1-f32-L28-H8-D128-B16": names the layout in store keys.
   std::string Tag() const;
 
-  friend bool operator==(const KvBlockLayout &, const KvBlockLayout &) = default;
+  friend bool operator==(const KvBlockLayout&, const KvBlockLayout&) = default;
 };
 
 }  // namespace crescent::model

@@ -15,7 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-uint64_t SplitMix(uint64_t &s) {
+uint64_t SplitMix(uint64_t& s) {
   uint64_t z = (s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -107,7 +107,7 @@ StatusOr<ModelConfig> ModelShape(std::string_view shape) {
   return c;
 }
 
-Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir, uint64_t seed,
+Status WriteRandomCheckpoint(const ModelConfig& c, std::string_view out_dir, uint64_t seed,
                              std::string_view dtype_name) {
   DType dtype;
   if (dtype_name == "bf16") {
@@ -189,7 +189,7 @@ Status WriteRandomCheckpoint(const ModelConfig &c, std::string_view out_dir, uin
   return OkStatus();
 }
 
-Status MakeModel(const MakeModelOptions &options) {
+Status MakeModel(const MakeModelOptions& options) {
   if (options.out_dir.empty()) return InvalidArgumentError("--out is required");
   ASSIGN_OR_RETURN(ModelConfig config, ModelShape(options.shape));
   RETURN_IF_ERROR(WriteRandomCheckpoint(config, options.out_dir, options.seed, "bf16"));
@@ -200,7 +200,7 @@ Status MakeModel(const MakeModelOptions &options) {
         << ",\n  \"do_sample\": false\n}\n";
   }
   if (!options.tokenizer_dir.empty()) {
-    for (const char *f : {"tokenizer.json", "tokenizer_config.json"}) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
       const fs::path src = fs::path(options.tokenizer_dir) / f;
       if (!fs::exists(src)) {
         return NotFoundError("tokenizer directory " + options.tokenizer_dir + " has no " + f);

@@ -31,11 +31,11 @@ struct MakeModelOptions {
 
 // Writes config.json, model.safetensors, generation_config.json and the
 // tokenizer files (when found) into out_dir, creating it.
-Status MakeModel(const MakeModelOptions &options);
+Status MakeModel(const MakeModelOptions& options);
 
 // Writes a checkpoint of `config` with seeded random weights (any dims;
 // tests use it for odd shapes). dtype: "bf16", "f16" or "f32".
-Status WriteRandomCheckpoint(const ModelConfig &config, std::string_view out_dir, uint64_t seed,
+Status WriteRandomCheckpoint(const ModelConfig& config, std::string_view out_dir, uint64_t seed,
                              std::string_view dtype = "bf16");
 
 }  // namespace crescent::model

@@ -37,20 +37,20 @@ double Median(std::vector<double> v) {
 }
 
 // Reads every byte of the checkpoint's tensors once; returns GB/s.
-double ReadBandwidth(const Checkpoint &ckpt, cpu::ThreadPool &pool, uint64_t *bytes_out) {
-  std::vector<const TensorView *> tensors;
-  for (const auto &[name, t] : ckpt.tensors()) tensors.push_back(&t);
+double ReadBandwidth(const Checkpoint& ckpt, cpu::ThreadPool& pool, uint64_t* bytes_out) {
+  std::vector<const TensorView*> tensors;
+  for (const auto& [name, t] : ckpt.tensors()) tensors.push_back(&t);
   // Split into 1 MiB pieces so both threads share the work evenly.
   struct Piece {
-    const char *p;
+    const char* p;
     size_t n;
   };
   std::vector<Piece> pieces;
   uint64_t total = 0;
-  for (const TensorView *t : tensors) {
+  for (const TensorView* t : tensors) {
     for (size_t off = 0; off < t->bytes; off += 1 << 20) {
       pieces.push_back(
-          {static_cast<const char *>(t->data) + off, std::min<size_t>(1 << 20, t->bytes - off)});
+          {static_cast<const char*>(t->data) + off, std::min<size_t>(1 << 20, t->bytes - off)});
     }
     total += t->bytes;
   }
@@ -59,7 +59,7 @@ double ReadBandwidth(const Checkpoint &ckpt, cpu::ThreadPool &pool, uint64_t *by
   pool.ParallelFor(static_cast<int64_t>(pieces.size()), 4, [&](int64_t b, int64_t e, int th) {
     __m512i acc = _mm512_setzero_si512();
     for (int64_t i = b; i < e; ++i) {
-      const char *p = pieces[i].p;
+      const char* p = pieces[i].p;
       size_t n = pieces[i].n & ~size_t{63};
       for (size_t off = 0; off < n; off += 64) {
         acc = _mm512_add_epi32(acc, _mm512_loadu_si512(p + off));
@@ -81,7 +81,7 @@ std::vector<int32_t> Prompt(int n, int vocab, int seed) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   std::string dir;
   int threads = 2, runs = 5, decode_steps = 16, prompt_len = 512;
   std::vector<int> batches = {1, 8};
@@ -128,15 +128,15 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
     return 1;
   }
-  Backend &backend = **loaded;
-  const ModelConfig &c = backend.config();
+  Backend& backend = **loaded;
+  const ModelConfig& c = backend.config();
   const int B = backend.kv_layout().block_size;
   cpu::ThreadPool pool(threads);
 
   // Weight bytes one decode step reads: every matrix once (the embedding
   // only through lm_head when tied; a few rows otherwise).
   uint64_t all_bytes = 0, step_bytes = 0;
-  for (const auto &[name, t] : (*ckpt)->tensors()) {
+  for (const auto& [name, t] : (*ckpt)->tensors()) {
     all_bytes += t.bytes;
     if (name == "model.embed_tokens.weight" && !c.tie_word_embeddings) continue;
     step_bytes += t.bytes;

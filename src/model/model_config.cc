@@ -15,8 +15,8 @@ std::string Where(std::string_view source, std::string_view field) {
 }
 
 // Reads an integer field; `required` fields that are absent are an error.
-Status GetInt(const json &j, std::string_view source, const char *field, bool required,
-              int64_t *out) {
+Status GetInt(const json& j, std::string_view source, const char* field, bool required,
+              int64_t* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) {
     if (required) return InvalidArgumentError(Where(source, field) + " is missing (an integer)");
@@ -30,8 +30,8 @@ Status GetInt(const json &j, std::string_view source, const char *field, bool re
   return OkStatus();
 }
 
-Status GetInt32(const json &j, std::string_view source, const char *field, bool required,
-                int32_t *out) {
+Status GetInt32(const json& j, std::string_view source, const char* field, bool required,
+                int32_t* out) {
   int64_t v = *out;
   RETURN_IF_ERROR(GetInt(j, source, field, required, &v));
   if (v > INT32_MAX) return InvalidArgumentError(Where(source, field) + " is too large");
@@ -39,7 +39,7 @@ Status GetInt32(const json &j, std::string_view source, const char *field, bool 
   return OkStatus();
 }
 
-Status GetDouble(const json &j, std::string_view source, const char *field, double *out) {
+Status GetDouble(const json& j, std::string_view source, const char* field, double* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return OkStatus();
   if (!it->is_number()) {
@@ -49,7 +49,7 @@ Status GetDouble(const json &j, std::string_view source, const char *field, doub
   return OkStatus();
 }
 
-Status GetBool(const json &j, std::string_view source, const char *field, bool *out) {
+Status GetBool(const json& j, std::string_view source, const char* field, bool* out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return OkStatus();
   if (!it->is_boolean()) {
@@ -60,14 +60,14 @@ Status GetBool(const json &j, std::string_view source, const char *field, bool *
 }
 
 // rope_scaling (classic) or rope_parameters (newer transformers) -> RopeConfig.
-Status ParseRope(const json &scaling, std::string_view source, const char *field,
-                 RopeConfig *rope) {
+Status ParseRope(const json& scaling, std::string_view source, const char* field,
+                 RopeConfig* rope) {
   if (scaling.is_null()) return OkStatus();
   if (!scaling.is_object()) {
     return InvalidArgumentError(Where(source, field) + " must be an object or null");
   }
   std::string type = "default";
-  for (const char *key : {"rope_type", "type"}) {
+  for (const char* key : {"rope_type", "type"}) {
     if (scaling.contains(key) && scaling[key].is_string()) {
       type = scaling[key].get<std::string>();
       break;
@@ -202,10 +202,10 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
     return InvalidArgumentError(Where(source, "rope_theta") + " must be > 0");
 
   if (j.contains("eos_token_id")) {
-    const json &e = j["eos_token_id"];
+    const json& e = j["eos_token_id"];
     if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int32_t>());
     if (e.is_array()) {
-      for (const json &x : e) {
+      for (const json& x : e) {
         if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<int32_t>());
       }
     }
@@ -213,7 +213,7 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) {
     c.bos_token_id = j["bos_token_id"].get<int32_t>();
   }
-  for (const char *key : {"torch_dtype", "dtype"}) {
+  for (const char* key : {"torch_dtype", "dtype"}) {
     if (j.contains(key) && j[key].is_string()) c.torch_dtype = j[key].get<std::string>();
   }
   return c;
@@ -230,7 +230,7 @@ StatusOr<ModelConfig> LoadModelConfig(std::string_view model_dir) {
   return ParseModelConfig(*text, path);
 }
 
-std::string ModelConfigToJson(const ModelConfig &c) {
+std::string ModelConfigToJson(const ModelConfig& c) {
   json j;
   j["architectures"] = {std::string(ArchitectureName(c.arch))};
   j["model_type"] = c.arch == Architecture::kLlama   ? "llama"

@@ -68,6 +68,6 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
 StatusOr<ModelConfig> LoadModelConfig(std::string_view model_dir);
 
 // Writes the classic Hub layout (what `crescent make-model` emits).
-std::string ModelConfigToJson(const ModelConfig &config);
+std::string ModelConfigToJson(const ModelConfig& config);
 
 }  // namespace crescent::model

@@ -5,7 +5,7 @@
 namespace crescent::model {
 namespace {
 
-constexpr const char *kQwen3 = R"({
+constexpr const char* kQwen3 = R"({
   "architectures": ["Qwen3ForCausalLM"], "vocab_size": 512, "hidden_size": 64,
   "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
   "num_key_value_heads": 2, "head_dim": 32, "rms_norm_eps": 1e-06,

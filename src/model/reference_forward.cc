@@ -10,7 +10,7 @@ namespace {
 using Vec = std::vector<double>;
 
 // y = W x (+ b); W [rows][cols] in any float dtype.
-Vec Linear(const TensorView *w, const TensorView *b, const Vec &x) {
+Vec Linear(const TensorView* w, const TensorView* b, const Vec& x) {
   const std::vector<float> wf = ToFloat(*w);
   const int64_t rows = w->shape[0], cols = w->shape[1];
   Vec y(rows, 0.0);
@@ -23,7 +23,7 @@ Vec Linear(const TensorView *w, const TensorView *b, const Vec &x) {
   return y;
 }
 
-Vec RmsNorm(const Vec &x, const TensorView *w, double eps, size_t offset = 0, size_t n = 0) {
+Vec RmsNorm(const Vec& x, const TensorView* w, double eps, size_t offset = 0, size_t n = 0) {
   if (n == 0) n = x.size();
   const std::vector<float> wf = ToFloat(*w);
   double ss = 0;
@@ -36,9 +36,9 @@ Vec RmsNorm(const Vec &x, const TensorView *w, double eps, size_t offset = 0, si
 
 }  // namespace
 
-StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig &c,
-                                                           const ModelWeights &w,
-                                                           const std::vector<int32_t> &tokens) {
+StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig& c,
+                                                           const ModelWeights& w,
+                                                           const std::vector<int32_t>& tokens) {
   const int64_t T = static_cast<int64_t>(tokens.size());
   const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
   const std::vector<float> inv_freq = RopeInverseFrequencies(c);
@@ -50,7 +50,7 @@ StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig &c,
     }
     for (int64_t i = 0; i < H; ++i) x[t][i] = embed[tokens[t] * H + i];
   }
-  for (const LayerWeights &lw : w.layers) {
+  for (const LayerWeights& lw : w.layers) {
     std::vector<Vec> q(T), k(T), v(T);
     for (int64_t t = 0; t < T; ++t) {
       Vec xn = RmsNorm(x[t], lw.input_norm, c.rms_norm_eps);
@@ -59,7 +59,7 @@ StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig &c,
       v[t] = Linear(lw.v_proj, lw.v_bias, xn);
       std::vector<float> cs(D / 2), sn(D / 2);
       RopeCosSin(inv_freq, t, cs.data(), sn.data());
-      auto rotate = [&](Vec &vec, int64_t heads, const TensorView *norm) {
+      auto rotate = [&](Vec& vec, int64_t heads, const TensorView* norm) {
         for (int64_t h = 0; h < heads; ++h) {
           if (norm) {
             Vec n = RmsNorm(vec, norm, c.rms_norm_eps, h * D, D);
@@ -87,7 +87,7 @@ StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig &c,
           s[j] = dot / std::sqrt(static_cast<double>(D));
           mx = std::max(mx, s[j]);
         }
-        for (double &e : s) sum += (e = std::exp(e - mx));
+        for (double& e : s) sum += (e = std::exp(e - mx));
         for (int64_t j = 0; j <= t; ++j)
           for (int64_t d = 0; d < D; ++d) attn[h * D + d] += s[j] / sum * v[j][g * D + d];
       }

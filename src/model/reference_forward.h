@@ -13,8 +13,8 @@
 namespace crescent::model {
 
 // Logits [tokens.size()][vocab] of every position of `tokens`.
-StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig &config,
-                                                           const ModelWeights &weights,
-                                                           const std::vector<int32_t> &tokens);
+StatusOr<std::vector<std::vector<float>>> ReferenceForward(const ModelConfig& config,
+                                                           const ModelWeights& weights,
+                                                           const std::vector<int32_t>& tokens);
 
 }  // namespace crescent::model

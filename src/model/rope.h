@@ -17,13 +17,13 @@ namespace crescent::model {
 
 // [D/2] inverse frequencies after the config's scaling (default, linear,
 // llama3).
-std::vector<float> RopeInverseFrequencies(const ModelConfig &config);
+std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
 
 // Fills cos/sin [D/2] for one position.
-void RopeCosSin(const std::vector<float> &inv_freq, int64_t position, float *cos_out,
-                float *sin_out);
+void RopeCosSin(const std::vector<float>& inv_freq, int64_t position, float* cos_out,
+                float* sin_out);
 
 // Rotates one head vector x[D] in place with the tables of its position.
-void RopeApply(float *x, int head_dim, const float *cos_tab, const float *sin_tab);
+void RopeApply(float* x, int head_dim, const float* cos_tab, const float* sin_tab);
 
 }  // namespace crescent::model

@@ -22,7 +22,7 @@ using nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 struct DTypeInfo {
-  const char *name;
+  const char* name;
   DType dtype;
   size_t size;
 };
@@ -33,7 +33,7 @@ constexpr DTypeInfo kDTypes[] = {
     {"I16", DType::kI16, 2},
 };
 
-bool FileExists(const std::string &path) {
+bool FileExists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
 }
@@ -41,14 +41,14 @@ bool FileExists(const std::string &path) {
 }  // namespace
 
 std::string_view DTypeName(DType dtype) {
-  for (const auto &d : kDTypes) {
+  for (const auto& d : kDTypes) {
     if (d.dtype == dtype) return d.name;
   }
   return "?";
 }
 
 size_t DTypeSize(DType dtype) {
-  for (const auto &d : kDTypes) {
+  for (const auto& d : kDTypes) {
     if (d.dtype == dtype) return d.size;
   }
   return 0;
@@ -70,7 +70,7 @@ std::string TensorView::ShapeString() const {
 }
 
 Checkpoint::~Checkpoint() {
-  for (const Mapping &m : mappings_) {
+  for (const Mapping& m : mappings_) {
     if (m.addr) ::munmap(m.addr, m.length);
   }
 }
@@ -100,7 +100,7 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(std::string_view dir) {
                                   "{tensor: file}})");
     }
     std::set<std::string> files;
-    for (auto &[name, file] : j["weight_map"].items()) {
+    for (auto& [name, file] : j["weight_map"].items()) {
       if (!file.is_string()) {
         return InvalidArgumentError(index_path + ": weight_map[\"" + name + "\"] is not a string");
       }
@@ -111,9 +111,9 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(std::string_view dir) {
       }
       files.insert(f);
     }
-    for (const std::string &f : files) RETURN_IF_ERROR(ckpt->MapFile(d + "/" + f));
+    for (const std::string& f : files) RETURN_IF_ERROR(ckpt->MapFile(d + "/" + f));
     // Every tensor the index names must be in the shard it names.
-    for (auto &[name, file] : j["weight_map"].items()) {
+    for (auto& [name, file] : j["weight_map"].items()) {
       if (!ckpt->Has(name)) {
         return DataLossError(index_path + ": tensor " + name + " is listed in shard " +
                              file.get<std::string>() + " but that file does not hold it");
@@ -129,7 +129,7 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(std::string_view dir) {
   return ckpt;
 }
 
-Status Checkpoint::MapFile(const std::string &path) {
+Status Checkpoint::MapFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoToStatus(errno, "open " + path);
   struct stat st;
@@ -144,12 +144,12 @@ Status Checkpoint::MapFile(const std::string &path) {
     return DataLossError(path + ": truncated safetensors file (" + std::to_string(size) +
                          " bytes, shorter than the 8-byte header length)");
   }
-  void *addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   int err = errno;
   ::close(fd);
   if (addr == MAP_FAILED) return ErrnoToStatus(err, "mmap " + path);
   mappings_.push_back({addr, size});
-  const char *base = static_cast<const char *>(addr);
+  const char* base = static_cast<const char*>(addr);
 
   uint64_t header_len;
   std::memcpy(&header_len, base, 8);  // little-endian host (x86-64, aarch64)
@@ -165,7 +165,7 @@ Status Checkpoint::MapFile(const std::string &path) {
   }
   const size_t data_begin = 8 + header_len;
   const size_t data_size = size - data_begin;
-  for (auto &[name, entry] : j.items()) {
+  for (auto& [name, entry] : j.items()) {
     if (name == "__metadata__") continue;
     std::string what = path + ": tensor " + name;
     if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
@@ -177,7 +177,7 @@ Status Checkpoint::MapFile(const std::string &path) {
     t.name = name;
     std::string dt = entry["dtype"].get<std::string>();
     size_t esize = 0;
-    for (const auto &d : kDTypes) {
+    for (const auto& d : kDTypes) {
       if (dt == d.name) {
         t.dtype = d.dtype;
         esize = d.size;
@@ -185,14 +185,14 @@ Status Checkpoint::MapFile(const std::string &path) {
     }
     if (esize == 0) return UnimplementedError(what + ": dtype " + dt + " is not supported");
     uint64_t elements = 1;
-    for (const json &dim : entry["shape"]) {
+    for (const json& dim : entry["shape"]) {
       if (!dim.is_number_unsigned()) return DataLossError(what + ": shape has a bad dimension");
       uint64_t v = dim.get<uint64_t>();
       if (v != 0 && elements > (1ull << 48) / v) return DataLossError(what + ": shape overflows");
       elements *= v;
       t.shape.push_back(static_cast<int64_t>(v));
     }
-    const json &off = entry["data_offsets"];
+    const json& off = entry["data_offsets"];
     if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
       return DataLossError(what + ": data_offsets must be non-negative integers");
     }
@@ -218,7 +218,7 @@ Status Checkpoint::MapFile(const std::string &path) {
   return OkStatus();
 }
 
-StatusOr<const TensorView *> Checkpoint::Find(std::string_view name) const {
+StatusOr<const TensorView*> Checkpoint::Find(std::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
     return NotFoundError("tensor " + std::string(name) + " is missing from the checkpoint in " +
@@ -229,12 +229,12 @@ StatusOr<const TensorView *> Checkpoint::Find(std::string_view name) const {
 
 bool Checkpoint::Has(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
 
-Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec> &specs,
-                        const std::function<void(size_t, std::span<char>)> &fill) {
+Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec>& specs,
+                        const std::function<void(size_t, std::span<char>)>& fill) {
   json header = json::object();
   uint64_t offset = 0;
   std::vector<uint64_t> sizes;
-  for (const TensorSpec &s : specs) {
+  for (const TensorSpec& s : specs) {
     uint64_t n = DTypeSize(s.dtype);
     for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
     header[s.name] = {{"dtype", std::string(DTypeName(s.dtype))},
@@ -250,7 +250,7 @@ Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec> &sp
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   if (!out) return ErrnoToStatus(errno, "create " + p);
   uint64_t len = h.size();
-  out.write(reinterpret_cast<const char *>(&len), 8);
+  out.write(reinterpret_cast<const char*>(&len), 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   std::vector<char> buf;
   for (size_t i = 0; i < specs.size(); ++i) {

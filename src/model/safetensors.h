@@ -40,7 +40,7 @@ struct TensorView {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  const void *data = nullptr;  // aligned as the file places it (2-byte types: 2)
+  const void* data = nullptr;  // aligned as the file places it (2-byte types: 2)
   size_t bytes = 0;
 
   int64_t NumElements() const;
@@ -56,23 +56,23 @@ class Checkpoint {
   static StatusOr<std::unique_ptr<Checkpoint>> OpenFile(std::string_view path);
 
   ~Checkpoint();
-  Checkpoint(const Checkpoint &) = delete;
-  Checkpoint &operator=(const Checkpoint &) = delete;
+  Checkpoint(const Checkpoint&) = delete;
+  Checkpoint& operator=(const Checkpoint&) = delete;
 
   // NOT_FOUND names the tensor and the directory.
-  StatusOr<const TensorView *> Find(std::string_view name) const;
+  StatusOr<const TensorView*> Find(std::string_view name) const;
   bool Has(std::string_view name) const;
-  const std::map<std::string, TensorView, std::less<>> &tensors() const { return tensors_; }
-  const std::string &dir() const { return dir_; }
+  const std::map<std::string, TensorView, std::less<>>& tensors() const { return tensors_; }
+  const std::string& dir() const { return dir_; }
   // The JSON headers of all files in order (for fingerprints).
-  const std::vector<std::string> &headers() const { return headers_; }
+  const std::vector<std::string>& headers() const { return headers_; }
 
  private:
   Checkpoint() = default;
-  Status MapFile(const std::string &path);
+  Status MapFile(const std::string& path);
 
   struct Mapping {
-    void *addr = nullptr;
+    void* addr = nullptr;
     size_t length = 0;
   };
   std::string dir_;
@@ -91,7 +91,7 @@ struct TensorSpec {
   DType dtype = DType::kBF16;
   std::vector<int64_t> shape;
 };
-Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec> &specs,
-                        const std::function<void(size_t index, std::span<char> buffer)> &fill);
+Status WriteSafetensors(std::string_view path, const std::vector<TensorSpec>& specs,
+                        const std::function<void(size_t index, std::span<char> buffer)>& fill);
 
 }  // namespace crescent::model

@@ -18,18 +18,18 @@ namespace {
 using ::crescent::testing::TempDir;
 
 namespace fs = std::filesystem;
-constexpr const char *kFixture = "tests/data/models/tiny-qwen3";
+constexpr const char* kFixture = "tests/data/models/tiny-qwen3";
 
 // Rewrites the fixture's tensors into `dir` (config.json copied), letting
 // `edit` drop (return false) or reshape tensors on the way.
 void CopyFixture(
-    const std::string &dir,
-    const std::function<bool(TensorSpec &)> &edit = [](TensorSpec &) { return true; }) {
+    const std::string& dir,
+    const std::function<bool(TensorSpec&)>& edit = [](TensorSpec&) { return true; }) {
   auto ckpt = Checkpoint::Open(kFixture);
   ASSERT_TRUE(ckpt.ok());
   std::vector<TensorSpec> specs;
-  std::vector<const TensorView *> src;
-  for (const auto &[name, t] : (*ckpt)->tensors()) {
+  std::vector<const TensorView*> src;
+  for (const auto& [name, t] : (*ckpt)->tensors()) {
     TensorSpec s{name, t.dtype, t.shape};
     if (!edit(s)) continue;
     specs.push_back(s);
@@ -42,7 +42,7 @@ void CopyFixture(
   fs::copy_file(std::string(kFixture) + "/config.json", dir + "/config.json");
 }
 
-ForwardOutput RunPrompt(const std::string &dir) {
+ForwardOutput RunPrompt(const std::string& dir) {
   auto backend = LoadModel(dir, {.num_threads = 1, .num_kv_blocks = 4});
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   std::vector<int32_t> prompt = {5, 17, 300, 42, 7}, table = {3, 1};
@@ -68,10 +68,10 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
   ASSERT_TRUE(ckpt.ok());
   // Two shards: layers in one, the rest in the other, plus the index.
   std::vector<TensorSpec> shard[2];
-  std::vector<const TensorView *> src[2];
+  std::vector<const TensorView*> src[2];
   std::string index = "{\"metadata\": {}, \"weight_map\": {";
   bool first = true;
-  for (const auto &[name, t] : (*ckpt)->tensors()) {
+  for (const auto& [name, t] : (*ckpt)->tensors()) {
     const int s = name.find("layers") != std::string::npos ? 0 : 1;
     shard[s].push_back({name, t.dtype, t.shape});
     src[s].push_back(&t);
@@ -100,7 +100,7 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
 TEST(SafetensorsTest, MissingTensorNamesItAndItsShape) {
   TempDir tmp;
   CopyFixture(tmp.path(),
-              [](TensorSpec &s) { return s.name != "model.layers.1.self_attn.k_proj.weight"; });
+              [](TensorSpec& s) { return s.name != "model.layers.1.self_attn.k_proj.weight"; });
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), StatusCode::kNotFound);
@@ -112,13 +112,13 @@ TEST(SafetensorsTest, MissingTensorNamesItAndItsShape) {
 
 TEST(SafetensorsTest, MisShapedTensorNamesExpectedAndFound) {
   TempDir tmp;
-  CopyFixture(tmp.path(), [](TensorSpec &s) {
+  CopyFixture(tmp.path(), [](TensorSpec& s) {
     if (s.name == "model.layers.2.mlp.up_proj.weight") s.shape = {80, 64};  // expected [160, 64]
     return true;
   });
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
-  const std::string &msg = backend.status().message();
+  const std::string& msg = backend.status().message();
   EXPECT_NE(msg.find("model.layers.2.mlp.up_proj.weight"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[80, 64]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("expected [160, 64]"), std::string::npos) << msg;

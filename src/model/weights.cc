@@ -6,20 +6,20 @@
 namespace crescent::model {
 namespace {
 
-std::string ShapeString(const std::vector<int64_t> &shape) {
+std::string ShapeString(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
 
-StatusOr<const TensorView *> Bind(const Checkpoint &ckpt, const std::string &name,
-                                  std::vector<int64_t> shape) {
+StatusOr<const TensorView*> Bind(const Checkpoint& ckpt, const std::string& name,
+                                 std::vector<int64_t> shape) {
   auto found = ckpt.Find(name);
   if (!found.ok()) {
     return NotFoundError("tensor " + name + " (expected shape " + ShapeString(shape) +
                          ", F32/F16/BF16) is missing from the checkpoint in " + ckpt.dir());
   }
-  const TensorView *t = *found;
+  const TensorView* t = *found;
   if (t->shape != shape) {
     return InvalidArgumentError("tensor " + name + " has shape " + t->ShapeString() +
                                 ", expected " + ShapeString(shape) +
@@ -34,7 +34,7 @@ StatusOr<const TensorView *> Bind(const Checkpoint &ckpt, const std::string &nam
 
 }  // namespace
 
-StatusOr<ModelWeights> BindWeights(const Checkpoint &ckpt, const ModelConfig &c) {
+StatusOr<ModelWeights> BindWeights(const Checkpoint& ckpt, const ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const int64_t QD = int64_t{c.num_heads} * D, KD = int64_t{c.num_kv_heads} * D;
   ModelWeights w;
@@ -114,10 +114,10 @@ uint16_t FloatToBF16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-std::vector<float> ToFloat(const TensorView &t) {
+std::vector<float> ToFloat(const TensorView& t) {
   const size_t n = static_cast<size_t>(t.NumElements());
   std::vector<float> out(n);
-  const auto *u16 = static_cast<const uint16_t *>(t.data);
+  const auto* u16 = static_cast<const uint16_t*>(t.data);
   switch (t.dtype) {
     case DType::kF32:
       std::memcpy(out.data(), t.data, n * 4);

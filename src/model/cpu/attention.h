@@ -20,13 +20,13 @@ struct AttentionToken {
 //   V[0..position]
 // with K/V of kv head h / (Hq/Hkv) read from `pool` (blocks in the
 // KvBlockLayout) at layer `layer`. q: [T][Hq*D], out: [T][Hq*D].
-void PagedAttention(ThreadPool &pool, std::span<const AttentionToken> tokens, const float *q,
-                    int32_t num_heads, const KvBlockLayout &layout, const float *kv_pool,
-                    int32_t layer, float scale, float *out);
+void PagedAttention(ThreadPool& pool, std::span<const AttentionToken> tokens, const float* q,
+                    int32_t num_heads, const KvBlockLayout& layout, const float* kv_pool,
+                    int32_t layer, float scale, float* out);
 
 // The same in plain scalar loops (double accumulation), for tests.
-void PagedAttentionReference(std::span<const AttentionToken> tokens, const float *q,
-                             int32_t num_heads, const KvBlockLayout &layout, const float *kv_pool,
-                             int32_t layer, float scale, float *out);
+void PagedAttentionReference(std::span<const AttentionToken> tokens, const float* q,
+                             int32_t num_heads, const KvBlockLayout& layout, const float* kv_pool,
+                             int32_t layer, float scale, float* out);
 
 }  // namespace crescent::model::cpu

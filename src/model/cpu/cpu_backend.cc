@@ -38,7 +38,7 @@ enum Stage {
   kLmHead,
   kNumStages
 };
-constexpr const char *kStageNames[kNumStages] = {
+constexpr const char* kStageNames[kNumStages] = {
     "embed+rope", "norm+residual", "qkv",  "qk-norm+rope+kv", "attention", "o_proj",
     "gate+up",    "silu",          "down", "lm_head"};
 class StageTimer {
@@ -55,7 +55,7 @@ class StageTimer {
   }
   // Runs fn, charging its wall time to `stage`.
   template <typename Fn>
-  void Time(Stage stage, Fn &&fn) {
+  void Time(Stage stage, Fn&& fn) {
     if (!enabled_) return fn();
     auto t0 = std::chrono::steady_clock::now();
     fn();
@@ -70,20 +70,20 @@ class StageTimer {
 // Bytes sampled from each end of every tensor for the fingerprint.
 constexpr size_t kFingerprintSample = 4096;
 
-WeightMatrix Matrix(const TensorView *t) {
+WeightMatrix Matrix(const TensorView* t) {
   return {t->dtype, t->data, t->shape[0], t->shape.size() > 1 ? t->shape[1] : 1};
 }
 
-std::vector<float> Floats(const TensorView *t) { return t ? ToFloat(*t) : std::vector<float>(); }
-const float *Ptr(const std::vector<float> &v) { return v.empty() ? nullptr : v.data(); }
+std::vector<float> Floats(const TensorView* t) { return t ? ToFloat(*t) : std::vector<float>(); }
+const float* Ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
-std::string Fingerprint(const Checkpoint &ckpt, std::string_view config_text) {
-  XXH3_state_t *st = XXH3_createState();
+std::string Fingerprint(const Checkpoint& ckpt, std::string_view config_text) {
+  XXH3_state_t* st = XXH3_createState();
   XXH3_64bits_reset(st);
   XXH3_64bits_update(st, config_text.data(), config_text.size());
-  for (const std::string &h : ckpt.headers()) XXH3_64bits_update(st, h.data(), h.size());
-  for (const auto &[name, t] : ckpt.tensors()) {
-    const char *p = static_cast<const char *>(t.data);
+  for (const std::string& h : ckpt.headers()) XXH3_64bits_update(st, h.data(), h.size());
+  for (const auto& [name, t] : ckpt.tensors()) {
+    const char* p = static_cast<const char*>(t.data);
     size_t n = std::min(t.bytes, kFingerprintSample);
     XXH3_64bits_update(st, p, n);
     XXH3_64bits_update(st, p + t.bytes - n, n);
@@ -113,7 +113,7 @@ class CpuBackend final : public Backend {
     if (kv_) ::munmap(kv_, kv_bytes_);
   }
 
-  Status Init(const BackendOptions &options, std::string_view config_text) {
+  Status Init(const BackendOptions& options, std::string_view config_text) {
     layout_ = {config_.num_layers, config_.num_kv_heads, config_.head_dim, options.kv_block_size,
                KvDtype::kFloat32};
     num_blocks_ = options.num_kv_blocks > 0
@@ -126,13 +126,13 @@ class CpuBackend final : public Backend {
                                   " bytes; raise it or set num_kv_blocks");
     }
     kv_bytes_ = static_cast<size_t>(num_blocks_) * layout_.BlockBytes();
-    void *p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
+    void* p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
       return ErrnoToStatus(errno, "reserve KV pool of " + std::to_string(kv_bytes_) + " bytes");
     ::madvise(p, kv_bytes_, MADV_HUGEPAGE);
-    kv_ = static_cast<float *>(p);
-    for (const LayerWeights &lw : weights_.layers) {
+    kv_ = static_cast<float*>(p);
+    for (const LayerWeights& lw : weights_.layers) {
       LayerVectors v;
       v.input_norm = Floats(lw.input_norm);
       v.post_norm = Floats(lw.post_norm);
@@ -153,18 +153,18 @@ class CpuBackend final : public Backend {
     return OkStatus();
   }
 
-  const ModelConfig &config() const override { return config_; }
-  const KvBlockLayout &kv_layout() const override { return layout_; }
+  const ModelConfig& config() const override { return config_; }
+  const KvBlockLayout& kv_layout() const override { return layout_; }
   int32_t num_kv_blocks() const override { return num_blocks_; }
-  const std::string &model_fingerprint() const override { return fingerprint_; }
+  const std::string& model_fingerprint() const override { return fingerprint_; }
   std::string_view name() const override { return "cpu"; }
 
-  Status Forward(const ForwardBatch &batch, ForwardOutput *out) override;
+  Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
   Status WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) override;
 
  private:
-  Status Validate(const ForwardBatch &batch) const;
+  Status Validate(const ForwardBatch& batch) const;
   Status CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const;
   void RunLayer(int layer, int64_t T);
 
@@ -178,7 +178,7 @@ class CpuBackend final : public Backend {
   KvBlockLayout layout_;
   int32_t num_blocks_ = 0;
   std::string fingerprint_;
-  float *kv_ = nullptr;  // [num_blocks][BlockElements()]
+  float* kv_ = nullptr;  // [num_blocks][BlockElements()]
   size_t kv_bytes_ = 0;
   ThreadPool pool_;
   StageTimer timer_;
@@ -196,11 +196,11 @@ class CpuBackend final : public Backend {
   std::vector<float> cos_, sin_;        // [T][D/2]
 };
 
-Status CpuBackend::Validate(const ForwardBatch &batch) const {
+Status CpuBackend::Validate(const ForwardBatch& batch) const {
   if (batch.sequences.empty()) return InvalidArgumentError("forward batch has no sequences");
   std::vector<int64_t> slots;
   for (size_t i = 0; i < batch.sequences.size(); ++i) {
-    const SequenceInput &s = batch.sequences[i];
+    const SequenceInput& s = batch.sequences[i];
     const std::string where = "sequence " + std::to_string(i) + ": ";
     if (s.tokens.empty()) return InvalidArgumentError(where + "no new tokens");
     if (s.position < 0) return InvalidArgumentError(where + "negative position");
@@ -251,14 +251,14 @@ class FlushDenormalsScope {
   unsigned saved_;
 };
 
-Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
+Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   RETURN_IF_ERROR(Validate(batch));
   FlushDenormalsScope flush_denormals;
   const int64_t H = config_.hidden_size, D = config_.head_dim, half = D / 2;
   tokens_.clear();
   positions_.clear();
   std::vector<int32_t> ids;
-  for (const SequenceInput &s : batch.sequences) {
+  for (const SequenceInput& s : batch.sequences) {
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       const int32_t pos = s.position + static_cast<int32_t>(i);
       tokens_.push_back({pos, s.block_table});
@@ -280,12 +280,12 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   tmp_.resize(T * H);
   cos_.resize(T * half);
   sin_.resize(T * half);
-  const TensorView *embed = weights_.embed;
+  const TensorView* embed = weights_.embed;
   const size_t esize = DTypeSize(embed->dtype);
   timer_.Time(kEmbed, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
-        WidenRow(embed->dtype, static_cast<const char *>(embed->data) + ids[t] * H * esize, H,
+        WidenRow(embed->dtype, static_cast<const char*>(embed->data) + ids[t] * H * esize, H,
                  x_.data() + t * H);
         RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half, sin_.data() + t * half);
       }
@@ -298,7 +298,7 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
   out->row_begin.assign(1, 0);
   std::vector<int64_t> rows;
   int64_t t0 = 0;
-  for (const SequenceInput &s : batch.sequences) {
+  for (const SequenceInput& s : batch.sequences) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.logits == LogitsMode::kAll) {
       for (int64_t i = 0; i < n; ++i) rows.push_back(t0 + i);
@@ -326,8 +326,8 @@ Status CpuBackend::Forward(const ForwardBatch &batch, ForwardOutput *out) {
 }
 
 void CpuBackend::RunLayer(int l, int64_t T) {
-  const LayerWeights &lw = weights_.layers[l];
-  const LayerVectors &lv = layer_vectors_[l];
+  const LayerWeights& lw = weights_.layers[l];
+  const LayerVectors& lv = layer_vectors_[l];
   const int64_t H = config_.hidden_size, D = config_.head_dim, half = D / 2;
   const int64_t Hq = config_.num_heads, Hkv = config_.num_kv_heads;
   const int64_t QD = Hq * D, KD = Hkv * D, I = config_.intermediate_size;
@@ -350,19 +350,19 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   timer_.Time(kRopeKv, [&] {
     pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
-        const float *c = cos_.data() + t * half;
-        const float *s = sin_.data() + t * half;
+        const float* c = cos_.data() + t * half;
+        const float* s = sin_.data() + t * half;
         for (int64_t h = 0; h < Hq; ++h) {
-          float *qh = q_.data() + t * QD + h * D;
+          float* qh = q_.data() + t * QD + h * D;
           if (config_.qk_norm) RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
           RopeApply(qh, static_cast<int>(D), c, s);
         }
         const int32_t pos = tokens_[t].position;
         const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
         const int32_t slot = pos % layout_.block_size;
-        float *block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
+        float* block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
         for (int64_t g = 0; g < Hkv; ++g) {
-          float *kh = k_.data() + t * KD + g * D;
+          float* kh = k_.data() + t * KD + g * D;
           if (config_.qk_norm) RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
           RopeApply(kh, static_cast<int>(D), c, s);
           std::memcpy(block_base + layout_.ElementOffset(l, kKvKindKey, g, slot), kh, D * 4);
@@ -382,8 +382,8 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   timer_.Time(kNorm, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
-        float *x = x_.data() + t * H;
-        const float *a = tmp_.data() + t * H;
+        float* x = x_.data() + t * H;
+        const float* a = tmp_.data() + t * H;
         for (int64_t i = 0; i < H; ++i) x[i] += a[i];
         RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
       }
@@ -405,8 +405,8 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   timer_.Time(kNorm, [&] {
     pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
-        float *x = x_.data() + t * H;
-        const float *a = tmp_.data() + t * H;
+        float* x = x_.data() + t * H;
+        const float* a = tmp_.data() + t * H;
         for (int64_t i = 0; i < H; ++i) x[i] += a[i];
       }
     });
@@ -432,7 +432,7 @@ Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(bytes.data() + i * bb, reinterpret_cast<const char *>(kv_) + blocks[i] * bb, bb);
+    std::memcpy(bytes.data() + i * bb, reinterpret_cast<const char*>(kv_) + blocks[i] * bb, bb);
   }
   return OkStatus();
 }
@@ -442,7 +442,7 @@ Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks,
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    std::memcpy(reinterpret_cast<char *>(kv_) + blocks[i] * bb, bytes.data() + i * bb, bb);
+    std::memcpy(reinterpret_cast<char*>(kv_) + blocks[i] * bb, bytes.data() + i * bb, bb);
   }
   return OkStatus();
 }
@@ -450,9 +450,9 @@ Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks,
 }  // namespace
 
 StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
-                                                    const ModelConfig &config,
+                                                    const ModelConfig& config,
                                                     std::string_view config_text,
-                                                    const BackendOptions &options) {
+                                                    const BackendOptions& options) {
   ASSIGN_OR_RETURN(ModelWeights weights, BindWeights(*checkpoint, config));
   int threads = options.num_threads > 0 ? options.num_threads
                                         : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));

@@ -14,8 +14,8 @@ namespace crescent::model::cpu {
 // Takes ownership of the mapped checkpoint; `config_text` is config.json as
 // read (part of the model fingerprint).
 StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::unique_ptr<Checkpoint> checkpoint,
-                                                    const ModelConfig &config,
+                                                    const ModelConfig& config,
                                                     std::string_view config_text,
-                                                    const BackendOptions &options);
+                                                    const BackendOptions& options);
 
 }  // namespace crescent::model::cpu

@@ -29,37 +29,37 @@ constexpr int64_t kPrefetchElements = 512;
 
 #ifdef CRESCENT_AVX512
 template <DType DT>
-inline __m512 Load16(const void *base, int64_t k) {
+inline __m512 Load16(const void* base, int64_t k) {
   if constexpr (DT == DType::kBF16) {
     __m256i h = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i *>(static_cast<const uint16_t *>(base) + k));
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   } else if constexpr (DT == DType::kF16) {
     __m256i h = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i *>(static_cast<const uint16_t *>(base) + k));
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
     return _mm512_cvtph_ps(h);
   } else {
-    return _mm512_loadu_ps(static_cast<const float *>(base) + k);
+    return _mm512_loadu_ps(static_cast<const float*>(base) + k);
   }
 }
 
 template <DType DT>
-inline __m512 Load16Masked(const void *base, int64_t k, __mmask16 mask) {
+inline __m512 Load16Masked(const void* base, int64_t k, __mmask16 mask) {
   if constexpr (DT == DType::kBF16) {
-    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t *>(base) + k);
+    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(base) + k);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   } else if constexpr (DT == DType::kF16) {
-    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t *>(base) + k);
+    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(base) + k);
     return _mm512_cvtph_ps(h);
   } else {
-    return _mm512_maskz_loadu_ps(mask, static_cast<const float *>(base) + k);
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(base) + k);
   }
 }
 
 // out[r][c] = dot(x row r, w row c) for R activation rows and C weight rows;
 // each weight vector is widened once and used R times.
 template <DType DT, int R, int C>
-void GemvTile(const void *const *w_rows, const float *x, int64_t ldx, int64_t K, float *out) {
+void GemvTile(const void* const* w_rows, const float* x, int64_t ldx, int64_t K, float* out) {
   __m512 acc[R][C];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -73,7 +73,7 @@ void GemvTile(const void *const *w_rows, const float *x, int64_t ldx, int64_t K,
     for (int c = 0; c < C; ++c) {
       // Stream ahead of the hardware prefetcher: decode is bound by how
       // many weight bytes are in flight.
-      _mm_prefetch(static_cast<const char *>(w_rows[c]) + (k + kPrefetchElements) * kEsize,
+      _mm_prefetch(static_cast<const char*>(w_rows[c]) + (k + kPrefetchElements) * kEsize,
                    _MM_HINT_T0);
       wv[c] = Load16<DT>(w_rows[c], k);
     }
@@ -97,7 +97,7 @@ void GemvTile(const void *const *w_rows, const float *x, int64_t ldx, int64_t K,
     for (int c = 0; c < C; ++c) out[r * C + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-using TileFn = void (*)(const void *const *, const float *, int64_t, int64_t, float *);
+using TileFn = void (*)(const void* const*, const float*, int64_t, int64_t, float*);
 
 template <DType DT>
 TileFn PickTile(int r, int c) {
@@ -144,11 +144,11 @@ inline __m512 Exp512(__m512 x) {
 #endif  // CRESCENT_AVX512
 
 // Rows [begin, end) of one target through the GEMV path.
-void GemvRows(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int64_t begin,
+void GemvRows(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int64_t begin,
               int64_t end) {
   const int64_t K = t.w.cols;
   const size_t esize = DTypeSize(t.w.dtype);
-  const char *base = static_cast<const char *>(t.w.data);
+  const char* base = static_cast<const char*>(t.w.data);
 #ifdef CRESCENT_AVX512
   float tile[16];
   int64_t n = begin;
@@ -156,7 +156,7 @@ void GemvRows(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int
     // Batch-1 decode: 8 weight rows in flight per thread for more memory
     // parallelism; no activation-row reuse to trade against.
     for (; n + 8 <= end; n += 8) {
-      const void *rows[8];
+      const void* rows[8];
       for (int i = 0; i < 8; ++i) rows[i] = base + (n + i) * K * esize;
       kGemv8[static_cast<int>(t.w.dtype == DType::kBF16) + 2 * (t.w.dtype == DType::kF16)](
           rows, x, ldx, K, tile);
@@ -165,7 +165,7 @@ void GemvRows(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int
   }
   for (; n < end; n += 4) {
     const int c = static_cast<int>(std::min<int64_t>(4, end - n));
-    const void *rows[4];
+    const void* rows[4];
     for (int i = 0; i < c; ++i) rows[i] = base + (n + i) * K * esize;
     for (int64_t r0 = 0; r0 < m; r0 += 4) {
       const int r = static_cast<int>(std::min<int64_t>(4, m - r0));
@@ -200,7 +200,7 @@ constexpr int kGemmKc = 128;
 
 // acc (+)= A[0..MR)[k0..k0+kc) * Bp; stores `cols` (<= 32) columns of C.
 template <int MR>
-void GemmMicroKernel(const float *a, int64_t lda, const float *bp, int kc, float *c, int64_t ldc,
+void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float* c, int64_t ldc,
                      int cols, bool accumulate) {
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 12
@@ -224,7 +224,7 @@ void GemmMicroKernel(const float *a, int64_t lda, const float *bp, int kc, float
                                     : static_cast<__mmask16>((1u << (cols - 16)) - 1);
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
-    float *cr = c + r * ldc;
+    float* cr = c + r * ldc;
     if (accumulate) {
       acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
       acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
@@ -234,7 +234,7 @@ void GemmMicroKernel(const float *a, int64_t lda, const float *bp, int kc, float
   }
 }
 
-using MicroKernelFn = void (*)(const float *, int64_t, const float *, int, float *, int64_t, int,
+using MicroKernelFn = void (*)(const float*, int64_t, const float*, int, float*, int64_t, int,
                                bool);
 constexpr MicroKernelFn kMicroKernels[kGemmMr + 1] = {nullptr,
                                                       GemmMicroKernel<1>,
@@ -252,9 +252,9 @@ constexpr MicroKernelFn kMicroKernels[kGemmMr + 1] = {nullptr,
 
 // Widens rows [n0, n0 + cols) x [k0, k0 + kc) of W into Bp[kc][32],
 // zero-padding missing columns.
-void PackPanel(const MatMulTarget &t, int64_t n0, int cols, int64_t k0, int kc, float *bp) {
+void PackPanel(const MatMulTarget& t, int64_t n0, int cols, int64_t k0, int kc, float* bp) {
   const size_t esize = DTypeSize(t.w.dtype);
-  const char *base = static_cast<const char *>(t.w.data);
+  const char* base = static_cast<const char*>(t.w.data);
   alignas(64) float row[kGemmKc];
   for (int j = 0; j < kGemmNr; ++j) {
     if (j < cols) {
@@ -267,7 +267,7 @@ void PackPanel(const MatMulTarget &t, int64_t n0, int cols, int64_t k0, int kc, 
 }
 
 // Columns [begin, end) of one target through the packed kernel.
-void GemmSlab(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int64_t begin,
+void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int64_t begin,
               int64_t end) {
   const int64_t K = t.w.cols;
   const int64_t panels = (end - begin + kGemmNr - 1) / kGemmNr;
@@ -297,12 +297,12 @@ void GemmSlab(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int
 }
 #else
 // Without AVX-512: widen the slab, then OpenBLAS sgemm.
-void GemmSlab(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int64_t begin,
+void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int64_t begin,
               int64_t end) {
   thread_local std::vector<float> slab;
   const int64_t K = t.w.cols, nb = end - begin;
   const size_t esize = DTypeSize(t.w.dtype);
-  const char *base = static_cast<const char *>(t.w.data);
+  const char* base = static_cast<const char*>(t.w.data);
   slab.resize(static_cast<size_t>(nb * K));
   for (int64_t i = 0; i < nb; ++i)
     WidenRow(t.w.dtype, base + (begin + i) * K * esize, K, slab.data() + i * K);
@@ -318,8 +318,8 @@ void GemmSlab(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t, int
 
 }  // namespace
 
-void WidenRow(DType dtype, const void *src, int64_t n, float *dst) {
-  const auto *u16 = static_cast<const uint16_t *>(src);
+void WidenRow(DType dtype, const void* src, int64_t n, float* dst) {
+  const auto* u16 = static_cast<const uint16_t*>(src);
   switch (dtype) {
     case DType::kF32:
       std::memcpy(dst, src, static_cast<size_t>(n) * 4);
@@ -345,7 +345,7 @@ void WidenRow(DType dtype, const void *src, int64_t n, float *dst) {
   }
 }
 
-void MatMul(ThreadPool &pool, const float *x, int64_t m, int64_t ldx,
+void MatMul(ThreadPool& pool, const float* x, int64_t m, int64_t ldx,
             std::span<const MatMulTarget> targets) {
   if (m <= 0 || targets.empty()) return;
   const bool gemv = m <= kGemvMaxRows;
@@ -358,17 +358,17 @@ void MatMul(ThreadPool &pool, const float *x, int64_t m, int64_t ldx,
   thread_local std::vector<Task> tasks;
   tasks.clear();
   for (size_t ti = 0; ti < targets.size(); ++ti) {
-    const MatMulTarget &t = targets[ti];
+    const MatMulTarget& t = targets[ti];
     int64_t step = kGemvRowsPerTask;
     if (!gemv) step = kGemmSlabColumns;
     for (int64_t b = 0; b < t.w.rows; b += step) {
       tasks.push_back({static_cast<int>(ti), b, std::min(t.w.rows, b + step)});
     }
   }
-  const std::vector<Task> &all = tasks;
+  const std::vector<Task>& all = tasks;
   pool.ParallelFor(static_cast<int64_t>(all.size()), 1, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
-      const Task &task = all[i];
+      const Task& task = all[i];
       if (gemv) {
         GemvRows(x, m, ldx, targets[task.target], task.begin, task.end);
       } else {
@@ -378,12 +378,12 @@ void MatMul(ThreadPool &pool, const float *x, int64_t m, int64_t ldx,
   });
 }
 
-void MatMulReference(const float *x, int64_t m, int64_t ldx, const MatMulTarget &t) {
+void MatMulReference(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t) {
   const int64_t K = t.w.cols;
   const size_t esize = DTypeSize(t.w.dtype);
   std::vector<float> row(K);
   for (int64_t n = 0; n < t.w.rows; ++n) {
-    WidenRow(t.w.dtype, static_cast<const char *>(t.w.data) + n * K * esize, K, row.data());
+    WidenRow(t.w.dtype, static_cast<const char*>(t.w.data) + n * K * esize, K, row.data());
     for (int64_t r = 0; r < m; ++r) {
       double acc = t.bias ? t.bias[n] : 0.0;
       for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(x[r * ldx + k]) * row[k];
@@ -392,14 +392,14 @@ void MatMulReference(const float *x, int64_t m, int64_t ldx, const MatMulTarget 
   }
 }
 
-void RmsNorm(const float *x, const float *weight, int64_t n, double eps, float *out) {
+void RmsNorm(const float* x, const float* weight, int64_t n, double eps, float* out) {
   double ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv);
 }
 
-void SiluMul(const float *gate, const float *up, int64_t n, float *out) {
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   int64_t i = 0;
 #ifdef CRESCENT_AVX512
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -413,13 +413,13 @@ void SiluMul(const float *gate, const float *up, int64_t n, float *out) {
   for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
-void SiluMulReference(const float *gate, const float *up, int64_t n, float *out) {
+void SiluMulReference(const float* gate, const float* up, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) {
     out[i] = static_cast<float>(gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i]))) * up[i]);
   }
 }
 
-float Dot(const float *a, const float *b, int64_t n) {
+float Dot(const float* a, const float* b, int64_t n) {
 #ifdef CRESCENT_AVX512
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t i = 0;
@@ -441,7 +441,7 @@ float Dot(const float *a, const float *b, int64_t n) {
 #endif
 }
 
-void Axpy(float alpha, const float *x, int64_t n, float *y) {
+void Axpy(float alpha, const float* x, int64_t n, float* y) {
   int64_t i = 0;
 #ifdef CRESCENT_AVX512
   const __m512 a = _mm512_set1_ps(alpha);
@@ -459,7 +459,7 @@ void Axpy(float alpha, const float *x, int64_t n, float *y) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-float ExpSubtractSum(float *x, int64_t n, float max_value) {
+float ExpSubtractSum(float* x, int64_t n, float max_value) {
   int64_t i = 0;
   float sum = 0;
 #ifdef CRESCENT_AVX512

@@ -15,7 +15,7 @@
 namespace crescent::model::cpu {
 namespace {
 
-double RelError(const std::vector<float> &out, const std::vector<float> &ref) {
+double RelError(const std::vector<float>& out, const std::vector<float>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     num += (double{out[i]} - ref[i]) * (double{out[i]} - ref[i]);
@@ -24,7 +24,7 @@ double RelError(const std::vector<float> &out, const std::vector<float> &ref) {
   return std::sqrt(num / den);
 }
 
-std::vector<uint16_t> HalfBits(const std::vector<float> &v, DType dtype) {
+std::vector<uint16_t> HalfBits(const std::vector<float>& v, DType dtype) {
   std::vector<uint16_t> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
     if (dtype == DType::kBF16) {
@@ -48,12 +48,12 @@ TEST(KernelsTest, MatMulMatchesReferenceForAllPathsAndDtypes) {
         for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, kGemvMaxRows,
                           kGemvMaxRows + 1, int64_t{45}}) {
           std::vector<float> w(N * K), x(M * (K + 3)), bias(N);
-          for (float &v : w) v = u(rng);
-          for (float &v : x) v = u(rng);
-          for (float &v : bias) v = u(rng);
+          for (float& v : w) v = u(rng);
+          for (float& v : x) v = u(rng);
+          for (float& v : bias) v = u(rng);
           std::vector<uint16_t> half = HalfBits(w, dtype);
-          const void *data = dtype == DType::kF32 ? static_cast<const void *>(w.data())
-                                                  : static_cast<const void *>(half.data());
+          const void* data = dtype == DType::kF32 ? static_cast<const void*>(w.data())
+                                                  : static_cast<const void*>(half.data());
           // y has a wider row stride than N to check ldy; x than K for ldx.
           std::vector<float> y(M * (N + 2), 0.0f), ref(M * (N + 2), 0.0f);
           MatMulTarget t{{dtype, data, N, K}, y.data(), N + 2, bias.data()};
@@ -106,7 +106,7 @@ TEST(KernelsTest, PagedAttentionMatchesReference) {
     KvBlockLayout layout{2, 2, D, 5, KvDtype::kFloat32};
     const int32_t num_blocks = 12, Hq = 6;
     std::vector<float> pool(num_blocks * layout.BlockElements());
-    for (float &v : pool) v = u(rng);
+    for (float& v : pool) v = u(rng);
     std::vector<int32_t> table = {7, 2, 11, 0, 5, 9, 3};  // 35 positions
     // Runs of consecutive positions become query tiles (of at most 16):
     // [0], [4, 5], 20 tokens [10, 30) split 16 + 4, [34].
@@ -114,7 +114,7 @@ TEST(KernelsTest, PagedAttentionMatchesReference) {
     for (int32_t p = 10; p < 30; ++p) tokens.push_back({p, table});
     tokens.push_back({34, table});
     std::vector<float> q(tokens.size() * Hq * D);
-    for (float &v : q) v = u(rng);
+    for (float& v : q) v = u(rng);
     std::vector<float> out(q.size()), ref(q.size());
     ThreadPool tp(2);
     PagedAttention(tp, tokens, q.data(), Hq, layout, pool.data(), 1, 0.3f, out.data());
@@ -130,7 +130,7 @@ TEST(ThreadPoolTest, ParallelForCoversEveryIndexOnce) {
     pool.ParallelFor(1000, 7, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
     });
-    for (auto &h : hits) ASSERT_EQ(h.load(), 1);
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
   }
 }
 

@@ -24,7 +24,7 @@ ThreadPool::~ThreadPool() {
     generation_.fetch_add(1);
   }
   cv_.notify_all();
-  for (auto &t : workers_) t.join();
+  for (auto& t : workers_) t.join();
 }
 
 void ThreadPool::RunChunks(int thread_index) {
@@ -37,7 +37,7 @@ void ThreadPool::RunChunks(int thread_index) {
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
-                             const std::function<void(int64_t, int64_t, int)> &fn) {
+                             const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   if (workers_.empty() || n <= grain) {

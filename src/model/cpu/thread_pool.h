@@ -29,14 +29,14 @@ class ThreadPool {
   // num_threads includes the caller; 1 means no worker threads.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
-  ThreadPool(const ThreadPool &) = delete;
-  ThreadPool &operator=(const ThreadPool &) = delete;
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end, thread_index) over disjoint chunks covering [0, n),
   // each at most `grain` long; returns when all are done.
-  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)> &fn);
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn);
 
  private:
   void WorkerLoop(int index);
@@ -44,7 +44,7 @@ class ThreadPool {
 
   std::vector<std::thread> workers_;
   // The current job; written by the caller before bumping generation_.
-  const std::function<void(int64_t, int64_t, int)> *job_ = nullptr;
+  const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
   std::atomic<int64_t> next_{0};
