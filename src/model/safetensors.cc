@@ -149,7 +149,26 @@ Status Checkpoint::MapFile(const std::string& path) {
   ::close(fd);
   if (addr == MAP_FAILED) return ErrnoToStatus(err, "mmap " + path);
   mappings_.push_back({addr, size});
-  const char* base = static_cast<const char*>(addr);
+  std::vector<TensorView> views;
+  std::string header;
+  RETURN_IF_ERROR(ParseSafetensors(static_cast<const char*>(addr), size, path, &views, &header));
+  for (TensorView& t : views) {
+    if (tensors_.count(t.name)) {
+      return DataLossError(path + ": tensor " + t.name + " appears in two files of the checkpoint");
+    }
+    std::string name = t.name;
+    tensors_.emplace(std::move(name), std::move(t));
+  }
+  headers_.push_back(std::move(header));
+  return OkStatus();
+}
+
+Status ParseSafetensors(const char* base, size_t size, const std::string& path,
+                        std::vector<TensorView>* out, std::string* header_out) {
+  if (size < 8) {
+    return DataLossError(path + ": truncated safetensors file (" + std::to_string(size) +
+                         " bytes, shorter than the 8-byte header length)");
+  }
 
   uint64_t header_len;
   std::memcpy(&header_len, base, 8);  // little-endian host (x86-64, aarch64)
@@ -209,14 +228,12 @@ Status Checkpoint::MapFile(const std::string& path) {
     }
     t.data = base + data_begin + b;
     t.bytes = e - b;
-    if (tensors_.count(name)) {
-      return DataLossError(what + ": tensor appears in two files of the checkpoint");
-    }
-    tensors_.emplace(name, std::move(t));
+    out->push_back(std::move(t));
   }
-  headers_.push_back(std::move(header));
+  *header_out = std::move(header);
   return OkStatus();
 }
+
 
 StatusOr<const TensorView*> Checkpoint::Find(std::string_view name) const {
   auto it = tensors_.find(name);
