@@ -1,0 +1,407 @@
+// http::Client and http::StreamClient. One coroutine (Exchange) performs a
+// request on a connection and feeds a Sink; the blocking Client runs it on
+// the connection's private io_context in the caller's thread, the
+// StreamClient on its own io threads.
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/as_tuple.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/http.h"
+#include "common/http_internal.h"
+#include "common/logging.h"
+
+namespace crescent::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// A connection to one host:port, reused while the server keeps it alive.
+struct Conn {
+  explicit Conn(asio::any_io_executor ex) : stream(std::move(ex)) {}
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  bool connected = false;
+};
+
+// Where Exchange delivers a response.
+struct Sink {
+  std::function<bool(int, Headers&&)> on_head;
+  std::function<bool(std::string_view)> on_data;
+};
+
+struct ExchangeResult {
+  Status status;
+  bool reusable = false;   // the connection may carry another request
+  bool retryable = false;  // failed before any response byte on a reused connection
+};
+
+std::string Describe(const ClientRequest& r) {
+  return fmt::format("{} {}", MethodName(r.method), r.target.substr(0, 200));
+}
+
+Status ConnectError(const std::string& addr, beast::error_code ec, std::chrono::milliseconds t) {
+  if (ec == beast::error::timeout)
+    return UnavailableError(
+        fmt::format("cannot reach {}: connect timed out after {} ms", addr, t.count()));
+  std::string msg = ec.message();
+  for (auto& c : msg) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return UnavailableError(fmt::format("cannot reach {}: {}", addr, msg));
+}
+
+// `per_op`: the timeout restarts for each read (streams); otherwise one
+// deadline covers the whole exchange.
+asio::awaitable<ExchangeResult> Exchange(Conn& c, const std::string& host, uint16_t port,
+                                         const ClientRequest& request, const ClientOptions& opt,
+                                         bool per_op, size_t body_limit, Sink& sink) {
+  ExchangeResult res;
+  const std::string addr = fmt::format("{}:{}", host, port);
+  const auto deadline = Clock::now() + opt.timeout;
+  auto arm = [&] {
+    if (per_op) c.stream.expires_after(opt.timeout);
+    else c.stream.expires_at(deadline);
+  };
+  const bool reused = c.connected;
+  if (!c.connected) {
+    c.buffer.clear();
+    beast::error_code ec;
+    auto ip = asio::ip::make_address(host, ec);
+    std::vector<tcp::endpoint> eps;
+    if (!ec) {
+      eps.emplace_back(ip, port);
+    } else {
+      tcp::resolver resolver(c.stream.get_executor());
+      auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), kTuple);
+      if (rec) {
+        res.status = UnavailableError(
+            fmt::format("cannot reach {}: cannot resolve '{}': {}", addr, host, rec.message()));
+        co_return res;
+      }
+      for (const auto& r : results) eps.push_back(r.endpoint());
+    }
+    c.stream.expires_after(opt.connect_timeout);
+    auto [cec, ep] = co_await c.stream.async_connect(eps, kTuple);
+    if (cec) {
+      res.status = ConnectError(addr, cec, opt.connect_timeout);
+      co_return res;
+    }
+    c.stream.socket().set_option(tcp::no_delay(true), ec);
+    c.connected = true;
+  }
+
+  bhttp::request<bhttp::string_body> req;
+  req.method_string(MethodName(request.method));
+  req.target(request.target);
+  req.version(11);
+  req.set(bhttp::field::host, addr);
+  req.set(bhttp::field::user_agent, "crescent");
+  if (!request.content_type.empty()) req.set(bhttp::field::content_type, request.content_type);
+  for (const auto& [k, v] : request.headers) req.set(k, v);
+  req.body() = request.body;
+  req.prepare_payload();
+
+  auto lost = [&](beast::error_code ec, bool got_bytes) {
+    c.connected = false;
+    if (ec == beast::error::timeout) {
+      res.status = DeadlineExceededError(fmt::format(
+          "{}: no response to {} within {} ms", addr, Describe(request), opt.timeout.count()));
+    } else {
+      res.retryable = reused && !got_bytes;
+      res.status = UnavailableError(fmt::format("connection to {} lost during {}: {}", addr,
+                                                Describe(request), ec.message()));
+    }
+    return res;
+  };
+
+  arm();
+  auto [wec, wn] = co_await bhttp::async_write(c.stream, req, kTuple);
+  if (wec) co_return lost(wec, false);
+
+  bhttp::response_parser<bhttp::buffer_body> p;
+  p.body_limit(body_limit);
+  if (request.method == Method::kHead) p.skip(true);
+  arm();
+  auto [hec, hn] = co_await bhttp::async_read_header(c.stream, c.buffer, p, kTuple);
+  if (hec) co_return lost(hec, hn > 0);
+  {
+    Headers headers;
+    for (const auto& f : p.get()) headers.emplace_back(internal::Lower(f.name_string()), std::string(f.value()));
+    if (!sink.on_head(p.get().result_int(), std::move(headers))) {
+      c.connected = false;
+      res.status = CancelledError("aborted by the response callback");
+      co_return res;
+    }
+  }
+  char buf[16384];
+  while (!p.is_done()) {
+    p.get().body().data = buf;
+    p.get().body().size = sizeof(buf);
+    arm();
+    auto [rec, rn] = co_await bhttp::async_read_some(c.stream, c.buffer, p, kTuple);
+    if (rec == bhttp::error::need_buffer) rec = {};
+    if (rec == bhttp::error::body_limit) {
+      c.connected = false;
+      res.status = ResourceExhaustedError(fmt::format(
+          "{}: response to {} exceeds {} bytes", addr, Describe(request), body_limit));
+      co_return res;
+    }
+    if (rec) co_return lost(rec, true);
+    size_t got = sizeof(buf) - p.get().body().size;
+    if (got > 0 && !sink.on_data(std::string_view(buf, got))) {
+      c.connected = false;
+      res.status = CancelledError("aborted by the data callback");
+      co_return res;
+    }
+  }
+  res.reusable = p.get().keep_alive();
+  if (!res.reusable) c.connected = false;
+  co_return res;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Client
+
+struct Client::Impl {
+  struct SyncConn {
+    asio::io_context ioc{1};
+    Conn conn{ioc.get_executor()};
+  };
+  std::string host;
+  uint16_t port;
+  std::string address;
+  ClientOptions options;
+  std::mutex mu;
+  std::vector<std::unique_ptr<SyncConn>> idle;  // guarded by mu
+};
+
+Client::Client(std::string host, uint16_t port, ClientOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->host = std::move(host);
+  impl_->port = port;
+  impl_->address = fmt::format("{}:{}", impl_->host, port);
+  impl_->options = options;
+}
+
+Client::~Client() = default;
+
+const std::string& Client::address() const { return impl_->address; }
+
+StatusOr<ClientResponse> Client::Send(const ClientRequest& request) {
+  Impl& im = *impl_;
+  for (int attempt = 0;; ++attempt) {
+    std::unique_ptr<Impl::SyncConn> sc;
+    {
+      std::lock_guard lock(im.mu);
+      if (!im.idle.empty()) {
+        sc = std::move(im.idle.back());
+        im.idle.pop_back();
+      }
+    }
+    if (!sc) sc = std::make_unique<Impl::SyncConn>();
+    ClientResponse resp;
+    Sink sink{[&](int status, Headers&& h) {
+                resp.status = status;
+                resp.headers = std::move(h);
+                if (auto cl = resp.Header("content-length")) {
+                  size_t n = std::strtoull(cl->c_str(), nullptr, 10);
+                  if (n <= im.options.max_response_bytes) resp.body.reserve(n);
+                }
+                return true;
+              },
+              [&](std::string_view d) {
+                resp.body.append(d);
+                return true;
+              }};
+    ExchangeResult result;
+    asio::co_spawn(sc->ioc,
+                   Exchange(sc->conn, im.host, im.port, request, im.options, false,
+                            im.options.max_response_bytes, sink),
+                   [&](std::exception_ptr e, ExchangeResult r) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         r.status = InternalError(fmt::format("{}: {}", im.address, ex.what()));
+                       }
+                     }
+                     result = std::move(r);
+                   });
+    sc->ioc.run();
+    sc->ioc.restart();
+    if (result.status.ok()) {
+      if (result.reusable) {
+        std::lock_guard lock(im.mu);
+        if (im.idle.size() < im.options.max_idle_connections) im.idle.push_back(std::move(sc));
+      }
+      return resp;
+    }
+    // A kept-alive connection the server closed meanwhile: retry once, fresh.
+    if (result.retryable && attempt == 0) continue;
+    return result.status;
+  }
+}
+
+StatusOr<ClientResponse> Client::Get(std::string target) {
+  return Send({Method::kGet, std::move(target), {}, {}, {}});
+}
+StatusOr<ClientResponse> Client::Put(std::string target, std::string body) {
+  return Send({Method::kPut, std::move(target), std::move(body), "application/octet-stream", {}});
+}
+StatusOr<ClientResponse> Client::Post(std::string target, std::string body,
+                                      std::string content_type) {
+  return Send({Method::kPost, std::move(target), std::move(body), std::move(content_type), {}});
+}
+StatusOr<ClientResponse> Client::Delete(std::string target) {
+  return Send({Method::kDelete, std::move(target), {}, {}, {}});
+}
+
+// ------------------------------------------------------------ StreamClient
+
+namespace {
+
+struct StreamState;
+
+}  // namespace
+
+struct StreamClient::Impl : std::enable_shared_from_this<StreamClient::Impl> {
+  ClientOptions options;
+  std::vector<std::unique_ptr<asio::io_context>> iocs;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::vector<std::thread> threads;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stopped{false};
+  std::mutex mu;
+  std::multimap<std::string, std::shared_ptr<Conn>> idle;          // guarded by mu
+  std::map<StreamState*, std::weak_ptr<StreamState>> in_flight;    // guarded by mu
+
+  std::shared_ptr<Conn> TakeConn(const std::string& key) {
+    {
+      std::lock_guard lock(mu);
+      auto it = idle.find(key);
+      if (it != idle.end()) {
+        auto c = std::move(it->second);
+        idle.erase(it);
+        return c;
+      }
+    }
+    auto& ioc = *iocs[next++ % iocs.size()];
+    return std::make_shared<Conn>(ioc.get_executor());
+  }
+  void ReturnConn(const std::string& key, std::shared_ptr<Conn> c) {
+    std::lock_guard lock(mu);
+    if (stopped || idle.count(key) >= options.max_idle_connections) return;
+    idle.emplace(key, std::move(c));
+  }
+};
+
+namespace {
+
+struct StreamState : StreamHandle, std::enable_shared_from_this<StreamState> {
+  std::shared_ptr<StreamClient::Impl> client;
+  std::shared_ptr<Conn> conn;  // the io thread swaps it on a retry
+  asio::any_io_executor ex;
+  std::atomic<bool> cancelled{false};
+
+  void Cancel() override {
+    if (cancelled.exchange(true) || client->stopped) return;
+    asio::post(ex, [self = shared_from_this()] {
+      beast::error_code ec;
+      self->conn->stream.socket().close(ec);
+    });
+  }
+};
+
+asio::awaitable<void> RunStream(std::shared_ptr<StreamState> st, std::string host, uint16_t port,
+                                ClientRequest request, StreamCallbacks cb) {
+  auto& im = *st->client;
+  const std::string key = fmt::format("{}:{}", host, port);
+  bool got_head = false;
+  Sink sink{[&](int status, Headers&& h) {
+              got_head = true;
+              return !st->cancelled && (!cb.on_head || cb.on_head(status, h));
+            },
+            [&](std::string_view d) { return !st->cancelled && (!cb.on_data || cb.on_data(d)); }};
+  ExchangeResult r;
+  r.status = CancelledError(fmt::format("request to {} cancelled", key));
+  for (int attempt = 0; !st->cancelled; ++attempt) {
+    r = co_await Exchange(*st->conn, host, port, request, im.options, true,
+                          std::numeric_limits<uint64_t>::max(), sink);
+    if (!r.status.ok() && r.retryable && attempt == 0 && !got_head && !st->cancelled) {
+      // A pooled connection the server had closed: one fresh try on this thread.
+      st->conn = std::make_shared<Conn>(st->ex);
+      continue;
+    }
+    break;
+  }
+  if (r.status.ok() && r.reusable && !st->cancelled) im.ReturnConn(key, st->conn);
+  Status done = st->cancelled ? CancelledError(fmt::format("request to {} cancelled", key))
+                              : std::move(r.status);
+  {
+    std::lock_guard lock(im.mu);
+    im.in_flight.erase(st.get());
+  }
+  if (cb.on_done) cb.on_done(std::move(done));
+}
+
+}  // namespace
+
+StreamClient::StreamClient(ClientOptions options, int io_threads)
+    : impl_(std::make_shared<Impl>()) {
+  impl_->options = options;
+  for (int i = 0; i < std::max(1, io_threads); ++i) {
+    impl_->iocs.push_back(std::make_unique<asio::io_context>(1));
+    impl_->guards.push_back(asio::make_work_guard(*impl_->iocs.back()));
+  }
+  for (auto& ioc : impl_->iocs) impl_->threads.emplace_back([ioc = ioc.get()] { ioc->run(); });
+}
+
+StreamClient::~StreamClient() {
+  Impl& im = *impl_;
+  std::vector<std::shared_ptr<StreamState>> live;
+  {
+    std::lock_guard lock(im.mu);
+    for (auto& [p, w] : im.in_flight)
+      if (auto s = w.lock()) live.push_back(std::move(s));
+    im.idle.clear();
+  }
+  for (auto& s : live) s->Cancel();
+  live.clear();
+  im.stopped = true;
+  im.guards.clear();
+  for (auto& t : im.threads) t.join();
+}
+
+std::shared_ptr<StreamHandle> StreamClient::Start(std::string host, uint16_t port,
+                                                  ClientRequest request, StreamCallbacks callbacks) {
+  auto st = std::make_shared<StreamState>();
+  st->client = impl_;
+  st->conn = impl_->TakeConn(fmt::format("{}:{}", host, port));
+  st->ex = st->conn->stream.get_executor();
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->in_flight[st.get()] = st;
+  }
+  asio::co_spawn(st->ex, RunStream(st, std::move(host), port, std::move(request), std::move(callbacks)),
+                 [](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     spdlog::error("http: stream client callback threw: {}", ex.what());
+                   }
+                 });
+  return st;
+}
+
+}  // namespace crescent::http

@@ -1,0 +1,60 @@
+// Hooks for a KV connector (the disaggregated prefill/decode path): KV that
+// lives outside this instance can be loaded into a new sequence's blocks
+// instead of computed, and a finished prefill's full blocks can be saved.
+//
+// The scheduler calls these on the engine thread:
+//  1. When it admits a sequence: after the local prefix-cache lookup found
+//     `num_local_tokens` (a multiple of the block size), MatchTokens asks
+//     how many further leading tokens the connector can supply.
+//  2. After allocating blocks for them: LoadKv writes their KV into the
+//     given blocks (through the model's KV cache). On error the engine
+//     computes those tokens itself: same output, only slower.
+//  3. When the sequence's whole prompt has been computed (before its first
+//     output token is delivered to the client): OnPrefillDone with the
+//     prompt's full blocks and their chained hashes. The blocks stay
+//     unchanged only until the call returns: a saver copies (or finishes
+//     writing) what it needs before returning.
+//
+// Thread safety: called only from the engine thread; implementations need
+// no locking against the engine.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "common/status.h"
+#include "engine/block_hash.h"
+#include "engine/block_manager.h"
+
+namespace crescent::engine {
+
+// What a connector sees of a sequence.
+struct KvSequenceView {
+  std::string_view request_id;
+  std::span<const int32_t> tokens;  // prompt (and, after a preemption, output)
+  int num_prompt_tokens = 0;
+  std::span<const BlockHash> block_hashes;  // of every full block of tokens
+};
+
+class KvConnector {
+ public:
+  virtual ~KvConnector() = default;
+
+  // Tokens after the first `num_local_tokens` whose KV the connector can
+  // load. Must be a multiple of the block size; the engine caps it so that
+  // at least one token is computed (the last prompt token gives logits).
+  virtual int MatchTokens(const KvSequenceView& seq, int num_local_tokens) = 0;
+
+  // Loads KV of tokens [begin_token, end_token) (block aligned) into
+  // `blocks`, which are the sequence's blocks for exactly that range.
+  virtual Status LoadKv(const KvSequenceView& seq, int begin_token,
+                        int end_token, std::span<const BlockId> blocks) = 0;
+
+  // The prompt is computed: `blocks` are its full blocks (num_prompt_tokens
+  // / block_size of them), `seq.block_hashes` their names.
+  virtual void OnPrefillDone(const KvSequenceView& seq,
+                             std::span<const BlockId> blocks) = 0;
+};
+
+}  // namespace crescent::engine

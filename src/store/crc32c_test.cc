@@ -1,0 +1,56 @@
+#include "store/crc32c.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+#include "common/testutil.h"
+
+namespace crescent::store {
+namespace {
+
+uint32_t Bitwise(const uint8_t* p, size_t n) {
+  uint32_t c = 0xFFFFFFFF;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+  }
+  return ~c;
+}
+
+TEST(Crc32cTest, KnownVectors) {
+  EXPECT_EQ(Crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(Crc32c("", 0), 0u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(Crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+}
+
+TEST(Crc32cTest, MatchesBitwiseReferenceAtEveryLengthAndAlignment) {
+  auto data = testing::RandomBytes(70000, 7);
+  for (size_t n : {0, 1, 7, 8, 9, 23, 24, 1000, 3071, 3072, 3073, 4096, 9000, 65537}) {
+    for (size_t shift : {0, 1, 5}) {
+      EXPECT_EQ(Crc32c(data.data() + shift, n), Bitwise(data.data() + shift, n))
+          << "n=" << n << " shift=" << shift;
+    }
+  }
+}
+
+TEST(Crc32cTest, ExtendEqualsWhole) {
+  auto data = testing::RandomBytes(10000, 8);
+  uint32_t whole = Crc32c(data.data(), data.size());
+  for (size_t cut : {0, 1, 4000, 9999, 10000}) {
+    uint32_t part = Crc32c(data.data(), cut);
+    EXPECT_EQ(Crc32cExtend(part, data.data() + cut, data.size() - cut), whole);
+  }
+}
+
+TEST(Crc32cTest, DetectsASingleFlippedBit) {
+  auto data = testing::RandomBytes(1 << 20, 9);
+  uint32_t before = Crc32c(data.data(), data.size());
+  data[123457] ^= 0x10;
+  EXPECT_NE(Crc32c(data.data(), data.size()), before);
+}
+
+}  // namespace
+}  // namespace crescent::store
