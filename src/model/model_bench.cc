@@ -2,7 +2,7 @@
 // memory-bandwidth limit measured in the same run (docs/benchmarks.md).
 //
 //   model_bench --model DIR [--threads 2] [--runs 5] [--decode-steps 16]
-//               [--prompt 512] [--batches 1,8]
+//               [--prompt 512] [--batches 1,8|none] [--make SHAPE]
 //
 // Bandwidth: the median of `runs` passes that read every weight byte of the
 // checkpoint once (AVX-512 sum over the mapped tensors, same threads), so
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/make_model.h"
 #include "model/cpu/thread_pool.h"
 #include "model/safetensors.h"
 
@@ -85,11 +86,13 @@ int main(int argc, char** argv) {
   std::string dir;
   int threads = 2, runs = 5, decode_steps = 16, prompt_len = 512;
   std::vector<int> batches = {1, 8};
+  std::string make_shape;  // --make SHAPE: write a random model into --model first
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--model")
       dir = next();
+    else if (a == "--make") make_shape = next();
     else if (a == "--threads")
       threads = std::stoi(next());
     else if (a == "--runs")
@@ -111,8 +114,15 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: model_bench --model DIR [--threads N] [--runs N] "
-                   "[--decode-steps N] [--prompt N] [--batches 1,8]\n");
+                   "[--decode-steps N] [--prompt N] [--batches 1,8|none] [--make SHAPE]\n");
       return 2;
+    }
+  }
+  if (!make_shape.empty()) {
+    Status made = MakeModel({make_shape, dir, 1, ""});
+    if (!made.ok()) {
+      std::fprintf(stderr, "%s\n", made.ToString().c_str());
+      return 1;
     }
   }
   auto ckpt = Checkpoint::Open(dir);
