@@ -43,6 +43,14 @@ TEST(TokenizerTest, Qwen3MatchesHuggingFace) {
     const std::string text = c["text"];
     EXPECT_EQ(tok.Encode(text), c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
   }
+  // Random multi-script strings (NFC, combining marks, emoji, odd spaces)
+  // against a second implementation, transformers.js.
+  json js_cases = Fixture("qwen3_encode_js.json")["cases"];
+  ASSERT_GT(js_cases.size(), 100u);
+  for (const auto& c : js_cases) {
+    const std::string text = c["text"];
+    EXPECT_EQ(tok.Encode(text), c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
+  }
   // Decode, with and without special tokens.
   for (const auto& c : Fixture("qwen3_encode.json")["cases"]) {
     const auto ids = c["ids"].get<std::vector<int32_t>>();
