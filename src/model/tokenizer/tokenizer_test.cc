@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "common/config.h"
 #include "model/tokenizer/detokenizer.h"
@@ -92,6 +94,27 @@ TEST(TokenizerTest, Qwen3RoundTripsAndStreams) {
     const std::string decoded = tok.Decode(ids);
     EXPECT_EQ(tok.Encode(decoded), ids) << text;
     EXPECT_EQ(decoded.empty(), text.empty());
+  }
+  // Many threads share one Tokenizer (and its word cache) and agree with one thread.
+  {
+    std::vector<std::string> texts;
+    for (const auto& c : Fixture("qwen3_encode.json")["cases"]) texts.push_back(c["text"]);
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& t : texts) want.push_back(tok.Encode(t));
+    std::atomic<int> mismatches{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 20; ++round) {
+          for (size_t i = 0; i < texts.size(); ++i) {
+            const size_t k = (i + static_cast<size_t>(t) * 7 + static_cast<size_t>(round)) % texts.size();
+            if (tok.Encode(texts[k]) != want[k]) ++mismatches;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(mismatches.load(), 0);
   }
   // Invalid UTF-8 neither crashes nor drops bytes.
   const std::string text = "ok \xff\xfe bad \xe4\xb8 cut \xed\xa0\x80 surrogate";

@@ -19,7 +19,10 @@
 #include <cmath>
 #include <ctime>
 
+#include <utf8proc.h>
+
 #include "model/tokenizer/jinja/interpreter.h"
+#include "model/tokenizer/utf8.h"
 
 namespace crescent::jinja {
 namespace {
@@ -126,28 +129,40 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
   return out;
 }
 
-std::string CaseMap(const std::string& s, int mode) {  // 0 lower, 1 upper (ASCII)
-  std::string r = s;
-  for (char& c : r) c = static_cast<char>(mode ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+// Unicode simple case mapping (utf8proc), per code point like Python's
+// str.upper()/lower() for everything but the few one-to-many mappings.
+std::string CaseMap(const std::string& s, int mode) {  // 0 lower, 1 upper
+  std::string r;
+  r.reserve(s.size());
+  for (size_t pos = 0; pos < s.size();) {
+    const auto c = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(s, &pos));
+    tokenizer::AppendUtf8(static_cast<char32_t>(mode ? utf8proc_toupper(c) : utf8proc_tolower(c)), &r);
+  }
   return r;
 }
 
+// Python's str.title(): a cased letter after an uncased character is upper-cased.
 std::string Title(const std::string& s) {
-  std::string r = s;
-  bool prev_alpha = false;
-  for (char& c : r) {
-    const auto u = static_cast<unsigned char>(c);
-    const bool alpha = std::isalpha(u);
-    c = static_cast<char>(alpha ? (prev_alpha ? std::tolower(u) : std::toupper(u)) : u);
-    prev_alpha = alpha || u >= 0x80;
+  std::string r;
+  r.reserve(s.size());
+  bool prev_cased = false;
+  for (size_t pos = 0; pos < s.size();) {
+    const auto c = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(s, &pos));
+    const bool cased = utf8proc_toupper(c) != c || utf8proc_tolower(c) != c;
+    tokenizer::AppendUtf8(static_cast<char32_t>(cased ? (prev_cased ? utf8proc_tolower(c) : utf8proc_totitle(c)) : c), &r);
+    prev_cased = cased;
   }
   return r;
 }
 
 std::string Capitalize(const std::string& s) {
-  std::string r = CaseMap(s, 0);
-  if (!r.empty()) r[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(r[0])));
-  return r;
+  std::string lower = CaseMap(s, 0);
+  if (lower.empty()) return lower;
+  size_t pos = 0;
+  const auto first = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(lower, &pos));
+  std::string r;
+  tokenizer::AppendUtf8(static_cast<char32_t>(utf8proc_totitle(first)), &r);
+  return r + lower.substr(pos);
 }
 
 // item.attr or item["attr"], with dotted paths ("function.name").

@@ -107,6 +107,8 @@ TEST(JinjaTest, StringMethods) {
   EXPECT_EQ(Render("{{ 'a-b-c'.replace('-', '+', 1) }} {{ 'Hello'.lower() }} {{ 'x'.upper() }} {{ 'a,b'.split(',', 1) }}"
                    " {{ 'ab'.find('b') }} {{ '{} and {}'.format(1, 'x') }} {{ 'hello world'.title() }}"),
             "a+b-c hello X ['a', 'b'] 1 1 and x Hello World");
+  EXPECT_EQ(Render("{{ 'éa'.upper() }} {{ 'ÉCOLE' | lower }} {{ 'élan vital' | title }} {{ 'ça' | capitalize }}"),
+            "ÉA école Élan Vital Ça");
 }
 
 TEST(JinjaTest, Tests) {
