@@ -95,6 +95,7 @@ TEST(JinjaTest, Filters) {
             "f 1 dflt AB a_b");
   EXPECT_EQ(Render("{% for k, v in tools[0].args | items %}{{ k }}{% endfor %} {{ '<&>' | e }}", ctx), "ba &lt;&amp;&gt;");
   EXPECT_EQ(Render("{% filter upper %}shout{% endfilter %}"), "SHOUT");
+  EXPECT_EQ(Render("{% for k, v in {'b': 1, 'A': 2, 'c': 3} | dictsort %}{{ k }}{{ v }}{% endfor %}"), "A2b1c3");
 }
 
 TEST(JinjaTest, StringMethods) {
