@@ -10,11 +10,19 @@ namespace crescent::jinja {
 Value ApplyFilter(Interpreter& in, const std::string& name, Value input, Args& args, KwArgs& kwargs, int line) {
   static const Value kNone = Value::None();
   const std::string ctx = "filter '" + name + "'";
-  if (name == "tojson") {
-    const Value& indent = Arg(args, kwargs, 0, "indent", kNone);
+  if (name == "tojson") {  // transformers' tojson: json.dumps(x, ensure_ascii=False, ...)
+    Value::JsonOptions o;
+    const Value& indent = Arg(args, kwargs, 1, "indent", kNone);
+    if (indent.is_int()) o.indent = static_cast<int>(std::clamp<int64_t>(indent.as_int(), 0, 64));
+    o.ensure_ascii = Arg(args, kwargs, 0, "ensure_ascii", Value(false)).Truthy();
+    o.sort_keys = Arg(args, kwargs, 3, "sort_keys", Value(false)).Truthy();
+    const Value& seps = Arg(args, kwargs, 2, "separators", kNone);
+    if (seps.is_array() && seps.array().size() == 2) {
+      o.item_separator = Str(seps.array()[0], ctx + " separators", line);
+      o.key_separator = Str(seps.array()[1], ctx + " separators", line);
+    }
     std::string out;
-    if (!input.ToJson(indent.is_int() ? static_cast<int>(std::clamp<int64_t>(indent.as_int(), 0, 64)) : -1,
-                      Arg(args, kwargs, 99, "sort_keys", Value(false)).Truthy(), &out)) {
+    if (!input.ToJson(o, &out)) {
       if (input.is_undefined()) Fail(line, "'" + input.undefined_name() + "' is undefined (" + ctx + ")");
       Fail(line, "Object of type " + input.TypeName() + " is not JSON serializable (" + ctx + ")");
     }

@@ -85,6 +85,8 @@ TEST(JinjaTest, Filters) {
   EXPECT_EQ(Render("{{ tools[0].args | tojson(indent=2) }}", ctx), "{\n  \"b\": 1,\n  \"a\": \"é\\n\"\n}");
   EXPECT_EQ(Render("{{ xs | tojson(sort_keys=true) }} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}", ctx),
             R"([3, 1, 2] {"a": 2, "b": 1})");
+  EXPECT_EQ(Render("{{ {'k': ['é', '😀']} | tojson(ensure_ascii=true, separators=(',', ':')) }}"),
+            R"({"k":["\u00e9","\ud83d\ude00"]})");
   EXPECT_EQ(Render("[{{ s | trim }}] {{ xs | length }} {{ xs | join('-') }} {{ xs | sort | list }} {{ xs | first }}"
                    " {{ xs | last }} {{ xs | max }} {{ 5 | string }}{{ xs | reverse | list }}",
                    ctx),
