@@ -100,13 +100,12 @@ void BpeModel::Impl::Merge(std::string_view word, std::vector<int32_t>* out) con
     int32_t prev, next;
     bool alive;
   };
-  struct Candidate {
-    uint32_t rank;
-    int32_t pos;
-    int32_t id;
-    bool operator>(const Candidate& o) const {
-      return rank != o.rank ? rank > o.rank : pos > o.pos;
-    }
+  // A merge candidate packed as (rank << 32 | left position): the numeric
+  // order is HF's order (lowest rank, then leftmost), and 8-byte heap
+  // entries keep long words cache-friendly.
+  using Candidate = uint64_t;
+  const auto pack = [](uint32_t rank, int32_t pos) {
+    return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos);
   };
   // Reused per thread: BPE runs once per pre-token word, so per-call
   // allocations would dominate for short words.
@@ -128,26 +127,29 @@ void BpeModel::Impl::Merge(std::string_view word, std::vector<int32_t>* out) con
     std::push_heap(heap.begin(), heap.end(), std::greater<>{});
   };
   for (int32_t i = 0; i + 1 < n; ++i) {
-    if (const auto* m = merges.Find(symbols[i].id, symbols[i + 1].id)) push({m->rank, i, m->id});
+    if (const auto* m = merges.Find(symbols[i].id, symbols[i + 1].id)) push(pack(m->rank, i));
   }
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
     const Candidate top = heap.back();
     heap.pop_back();
-    Symbol& left = symbols[top.pos];
+    const auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
+    Symbol& left = symbols[pos];
     if (!left.alive || left.next < 0) continue;
     Symbol& right = symbols[left.next];
     const auto* m = merges.Find(left.id, right.id);
-    if (m == nullptr || m->id != top.id) continue;  // stale entry
-    left.id = top.id;
+    // Stale entry: the pair at `pos` changed since it was queued (a pair's
+    // rank is unique, so comparing ranks is HF's new-id check).
+    if (m == nullptr || m->rank != static_cast<uint32_t>(top >> 32)) continue;
+    left.id = m->id;
     right.alive = false;
     left.next = right.next;
-    if (left.next >= 0) symbols[left.next].prev = top.pos;
+    if (left.next >= 0) symbols[left.next].prev = pos;
     if (left.prev >= 0) {
-      if (const auto* pm = merges.Find(symbols[left.prev].id, left.id)) push({pm->rank, left.prev, pm->id});
+      if (const auto* pm = merges.Find(symbols[left.prev].id, left.id)) push(pack(pm->rank, left.prev));
     }
     if (left.next >= 0) {
-      if (const auto* nm = merges.Find(left.id, symbols[left.next].id)) push({nm->rank, top.pos, nm->id});
+      if (const auto* nm = merges.Find(left.id, symbols[left.next].id)) push(pack(nm->rank, pos));
     }
   }
   for (int32_t i = 0; i >= 0; i = symbols[i].next) out->push_back(symbols[i].id);

@@ -36,7 +36,8 @@ StatusOr<std::string> ChatTemplate::RenderValues(Value messages, Value tools, bo
   auto ctx = std::make_shared<jinja::Object>();
   ctx->items = special_tokens_.object().items;
   ctx->Set("messages", std::move(messages));
-  ctx->Set("tools", tools.is_array() && tools.array().empty() ? Value::None() : std::move(tools));
+  // As transformers: absent tools are None; an empty list stays a list.
+  ctx->Set("tools", tools.is_undefined() ? Value::None() : std::move(tools));
   ctx->Set("documents", Value::None());
   ctx->Set("add_generation_prompt", Value(add_generation_prompt));
   if (kwargs.is_object()) {

@@ -7,7 +7,7 @@
 //                    tmpl->Render(messages, /*tools=*/nullptr, true, {{"enable_thinking", false}}));
 //   std::vector<int32_t> ids = tokenizer->Encode(prompt);
 //
-// The template sees: messages, tools (none when absent or null),
+// The template sees: messages, tools (none when null; [] stays a list),
 // add_generation_prompt, the tokenizer's special tokens (bos_token,
 // eos_token, pad_token, unk_token, when set) and every key of `kwargs`
 // (which override the others), like transformers does.

@@ -132,6 +132,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_vi
     return InvalidArgumentError("tokenizer.json model.vocab must be an object token -> id");
   }
   int32_t max_id = -1;
+  impl->token_to_id.reserve(model["vocab"].size() + JsonField(tj, "added_tokens").size());
   for (const auto& [token, id] : model["vocab"].items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > (1 << 30)) {
       return InvalidArgumentError("tokenizer.json model.vocab['" + token + "'] is not a valid id");
@@ -140,6 +141,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_vi
     max_id = std::max(max_id, id.get<int32_t>());
   }
   std::vector<std::pair<std::string, std::string>> merges;
+  merges.reserve(JsonField(model, "merges").size());
   for (const auto& m : JsonField(model, "merges")) {
     if (m.is_string()) {  // "a b" (older files)
       const std::string s = m.get<std::string>();

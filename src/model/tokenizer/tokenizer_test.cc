@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "common/config.h"
 #include "model/tokenizer/detokenizer.h"
@@ -33,7 +35,9 @@ json Fixture(const std::string& name) {
   return json::parse(*text);
 }
 
-TEST(TokenizerTest, Qwen3EncodeMatchesHuggingFace) {
+// Each TEST runs in its own process under ctest and loading the real
+// tokenizer costs about a second, so related checks share a TEST.
+TEST(TokenizerTest, Qwen3MatchesHuggingFace) {
   const Tokenizer& tok = Qwen3();
   json cases = Fixture("qwen3_encode.json")["cases"];
   ASSERT_GT(cases.size(), 20u);
@@ -41,19 +45,21 @@ TEST(TokenizerTest, Qwen3EncodeMatchesHuggingFace) {
     const std::string text = c["text"];
     EXPECT_EQ(tok.Encode(text), c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
   }
-}
-
-TEST(TokenizerTest, Qwen3DecodeMatchesHuggingFace) {
-  const Tokenizer& tok = Qwen3();
+  // Random multi-script strings (NFC, combining marks, emoji, odd spaces)
+  // against a second implementation, transformers.js.
+  json js_cases = Fixture("qwen3_encode_js.json")["cases"];
+  ASSERT_GT(js_cases.size(), 100u);
+  for (const auto& c : js_cases) {
+    const std::string text = c["text"];
+    EXPECT_EQ(tok.Encode(text), c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
+  }
+  // Decode, with and without special tokens.
   for (const auto& c : Fixture("qwen3_encode.json")["cases"]) {
     const auto ids = c["ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(tok.Decode(ids), c["decoded"].get<std::string>());
     EXPECT_EQ(tok.Decode(ids, /*skip_special_tokens=*/true), c["decoded_skip_special"].get<std::string>());
   }
-}
-
-TEST(TokenizerTest, Qwen3SpecialTokensAndConfig) {
-  const Tokenizer& tok = Qwen3();
+  // Special tokens and tokenizer_config.json.
   EXPECT_EQ(tok.TokenToId("<|im_end|>"), 151645);
   EXPECT_EQ(tok.IdToToken(151644), "<|im_start|>");
   EXPECT_EQ(tok.EosTokenIds(), std::vector<int32_t>{151645});
@@ -68,7 +74,7 @@ TEST(TokenizerTest, Qwen3SpecialTokensAndConfig) {
   EXPECT_EQ(tok.Encode("Hello world", true), tok.Encode("Hello world", false));
 }
 
-TEST(TokenizerTest, RoundTripsRandomUnicode) {
+TEST(TokenizerTest, Qwen3RoundTripsAndStreams) {
   const Tokenizer& tok = Qwen3();
   std::mt19937 rng(42);
   // Code points from several scripts, spaces, digits, newlines and emoji.
@@ -89,10 +95,28 @@ TEST(TokenizerTest, RoundTripsRandomUnicode) {
     EXPECT_EQ(tok.Encode(decoded), ids) << text;
     EXPECT_EQ(decoded.empty(), text.empty());
   }
-}
-
-TEST(TokenizerTest, InvalidUtf8NeitherCrashesNorDropsBytes) {
-  const Tokenizer& tok = Qwen3();
+  // Many threads share one Tokenizer (and its word cache) and agree with one thread.
+  {
+    std::vector<std::string> texts;
+    for (const auto& c : Fixture("qwen3_encode.json")["cases"]) texts.push_back(c["text"]);
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& t : texts) want.push_back(tok.Encode(t));
+    std::atomic<int> mismatches{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 20; ++round) {
+          for (size_t i = 0; i < texts.size(); ++i) {
+            const size_t k = (i + static_cast<size_t>(t) * 7 + static_cast<size_t>(round)) % texts.size();
+            if (tok.Encode(texts[k]) != want[k]) ++mismatches;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(mismatches.load(), 0);
+  }
+  // Invalid UTF-8 neither crashes nor drops bytes.
   const std::string text = "ok \xff\xfe bad \xe4\xb8 cut \xed\xa0\x80 surrogate";
   const auto ids = tok.Encode(text);
   std::string bytes;
@@ -101,10 +125,7 @@ TEST(TokenizerTest, InvalidUtf8NeitherCrashesNorDropsBytes) {
   const std::string decoded = tok.Decode(ids);
   EXPECT_TRUE(tokenizer::IsValidUtf8(decoded));
   EXPECT_NE(decoded.find("\xEF\xBF\xBD"), std::string::npos);
-}
-
-TEST(DetokenizerTest, StreamingEqualsDecodeAndNeverSplitsCharacters) {
-  const Tokenizer& tok = Qwen3();
+  // Streaming equals Decode and never splits a character.
   for (const auto& c : Fixture("qwen3_encode.json")["cases"]) {
     const auto ids = c["ids"].get<std::vector<int32_t>>();
     for (bool skip : {false, true}) {
@@ -119,17 +140,13 @@ TEST(DetokenizerTest, StreamingEqualsDecodeAndNeverSplitsCharacters) {
       EXPECT_EQ(streamed, tok.Decode(ids, skip)) << c["text"];
     }
   }
-}
-
-TEST(DetokenizerTest, HoldsBackPartialCharacterAndFlushesBrokenTail) {
-  const Tokenizer& tok = Qwen3();
   // " 🇯🇵!" encodes as 11162, 229, 107, ...: tokens that end inside a character.
-  const auto ids = tok.Encode(" \xF0\x9F\x87\xAF\xF0\x9F\x87\xB5!");
-  ASSERT_EQ(ids[0], 11162);
+  const auto flag_ids = tok.Encode(" \xF0\x9F\x87\xAF\xF0\x9F\x87\xB5!");
+  ASSERT_EQ(flag_ids[0], 11162);
   Detokenizer detok(tok);
   std::string streamed;
   size_t empty_pieces = 0;
-  for (int32_t id : ids) {
+  for (int32_t id : flag_ids) {
     std::string piece = detok.Add(id);
     empty_pieces += piece.empty();
     streamed += piece;

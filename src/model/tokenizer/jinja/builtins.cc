@@ -2,7 +2,7 @@
 // Jinja2 / Python counterpart for the argument types chat templates pass;
 // other types fail with an error naming the filter and the type.
 //
-// Filters: abs attr capitalize count d default dictsort e escape first float
+// Filters (filters.cc): abs attr capitalize count d default dictsort e escape first float
 //   indent int items join last length list lower map max min reject
 //   rejectattr replace reverse round safe select selectattr sort string sum
 //   title tojson trim unique upper wordcount
@@ -19,14 +19,12 @@
 #include <cmath>
 #include <ctime>
 
-#include "model/tokenizer/jinja/interpreter.h"
+#include <utf8proc.h>
+
+#include "model/tokenizer/jinja/builtin_helpers.h"
+#include "model/tokenizer/utf8.h"
 
 namespace crescent::jinja {
-namespace {
-
-using Args = std::vector<Value>;
-
-[[noreturn]] void Fail(int line, const std::string& msg) { Interpreter::Fail(line, msg); }
 
 const Value& Arg(const Args& args, const KwArgs& kwargs, size_t i, const char* name, const Value& fallback) {
   for (const auto& [k, v] : kwargs) {
@@ -126,28 +124,40 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
   return out;
 }
 
-std::string CaseMap(const std::string& s, int mode) {  // 0 lower, 1 upper (ASCII)
-  std::string r = s;
-  for (char& c : r) c = static_cast<char>(mode ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+// Unicode simple case mapping (utf8proc), per code point like Python's
+// str.upper()/lower() for everything but the few one-to-many mappings.
+std::string CaseMap(const std::string& s, int mode) {  // 0 lower, 1 upper
+  std::string r;
+  r.reserve(s.size());
+  for (size_t pos = 0; pos < s.size();) {
+    const auto c = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(s, &pos));
+    tokenizer::AppendUtf8(static_cast<char32_t>(mode ? utf8proc_toupper(c) : utf8proc_tolower(c)), &r);
+  }
   return r;
 }
 
+// Python's str.title(): a cased letter after an uncased character is upper-cased.
 std::string Title(const std::string& s) {
-  std::string r = s;
-  bool prev_alpha = false;
-  for (char& c : r) {
-    const auto u = static_cast<unsigned char>(c);
-    const bool alpha = std::isalpha(u);
-    c = static_cast<char>(alpha ? (prev_alpha ? std::tolower(u) : std::toupper(u)) : u);
-    prev_alpha = alpha || u >= 0x80;
+  std::string r;
+  r.reserve(s.size());
+  bool prev_cased = false;
+  for (size_t pos = 0; pos < s.size();) {
+    const auto c = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(s, &pos));
+    const bool cased = utf8proc_toupper(c) != c || utf8proc_tolower(c) != c;
+    tokenizer::AppendUtf8(static_cast<char32_t>(cased ? (prev_cased ? utf8proc_tolower(c) : utf8proc_totitle(c)) : c), &r);
+    prev_cased = cased;
   }
   return r;
 }
 
 std::string Capitalize(const std::string& s) {
-  std::string r = CaseMap(s, 0);
-  if (!r.empty()) r[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(r[0])));
-  return r;
+  std::string lower = CaseMap(s, 0);
+  if (lower.empty()) return lower;
+  size_t pos = 0;
+  const auto first = static_cast<utf8proc_int32_t>(tokenizer::NextCodePoint(lower, &pos));
+  std::string r;
+  tokenizer::AppendUtf8(static_cast<char32_t>(utf8proc_totitle(first)), &r);
+  return r + lower.substr(pos);
 }
 
 // item.attr or item["attr"], with dotted paths ("function.name").
@@ -208,7 +218,7 @@ void SortValues(std::vector<Value>* items, const std::string& attribute, bool re
   if (!ok) Fail(line, "sort: values of these types cannot be ordered");
 }
 
-}  // namespace
+
 
 std::vector<Value> Iterate(const Value& v, int line) {
   switch (v.kind()) {
@@ -268,202 +278,6 @@ Value Slice(const Value& v, const Value& start, const Value& stop, const Value& 
   const Array& a = v.array();
   for (int64_t i = b; st > 0 ? i < e : i > e; i += st) out.push_back(a[i]);
   return Value(std::move(out));
-}
-
-Value ApplyFilter(Interpreter& in, const std::string& name, Value input, Args& args, KwArgs& kwargs, int line) {
-  static const Value kNone = Value::None();
-  const std::string ctx = "filter '" + name + "'";
-  if (name == "tojson") {
-    const Value& indent = Arg(args, kwargs, 0, "indent", kNone);
-    std::string out;
-    if (!input.ToJson(indent.is_int() ? static_cast<int>(std::clamp<int64_t>(indent.as_int(), 0, 64)) : -1,
-                      Arg(args, kwargs, 99, "sort_keys", Value(false)).Truthy(), &out)) {
-      if (input.is_undefined()) Fail(line, "'" + input.undefined_name() + "' is undefined (" + ctx + ")");
-      Fail(line, "Object of type " + input.TypeName() + " is not JSON serializable (" + ctx + ")");
-    }
-    return Value(std::move(out));
-  }
-  if (name == "trim") return Value(StripChars(Str(input, ctx, line), Arg(args, kwargs, 0, "chars", kNone), true, true));
-  if (name == "length" || name == "count") return Length(input, line);
-  if (name == "string") return input.is_string() ? input : Value(input.ToString());
-  if (name == "safe") return input;
-  if (name == "e" || name == "escape") return Value(Escape(input.ToString()));
-  if (name == "upper") return Value(CaseMap(Str(input, ctx, line), 1));
-  if (name == "lower") return Value(CaseMap(Str(input, ctx, line), 0));
-  if (name == "title") return Value(Title(Str(input, ctx, line)));
-  if (name == "capitalize") return Value(Capitalize(Str(input, ctx, line)));
-  if (name == "wordcount") return Value(static_cast<int64_t>(Split(Str(input, ctx, line), kNone, -1, line).array().size()));
-  if (name == "replace") {
-    const Value& count = Arg(args, kwargs, 2, "count", kNone);
-    return Value(Replace(Str(input, ctx, line), Str(Arg(args, kwargs, 0, "old", kNone), ctx, line),
-                         Str(Arg(args, kwargs, 1, "new", kNone), ctx, line), count.is_int() ? count.as_int() : -1));
-  }
-  if (name == "d" || name == "default") {
-    const Value& dflt = Arg(args, kwargs, 0, "default_value", Value(""));
-    const bool boolean = Arg(args, kwargs, 1, "boolean", Value(false)).Truthy();
-    return input.is_undefined() || (boolean && !input.Truthy()) ? dflt : input;
-  }
-  if (name == "join") {
-    const std::string sep = Arg(args, kwargs, 0, "d", Value("")).ToString();
-    const Value& attribute = Arg(args, kwargs, 1, "attribute", kNone);
-    std::string out;
-    bool first = true;
-    for (const Value& v : Iterate(input, line)) {
-      if (!first) out += sep;
-      first = false;
-      (attribute.is_string() ? AttrPath(v, attribute.str()) : v).AppendTo(&out);
-    }
-    return Value(std::move(out));
-  }
-  if (name == "items" || name == "dictsort") {
-    if (input.is_undefined()) return Value(Array{});
-    if (!input.is_object()) Fail(line, ctx + " needs a dict, got " + input.TypeName());
-    Array out;
-    for (const auto& [k, v] : input.object().items) out.push_back(Value(Array{Value(k), v}));
-    if (name == "dictsort") SortValues(&out, "0", false, false, line);
-    return Value(std::move(out));
-  }
-  if (name == "list") return Value(Iterate(input, line));
-  if (name == "first" || name == "last") {
-    std::vector<Value> items = Iterate(input, line);
-    if (items.empty()) return Value::Undefined(name);
-    return name == "first" ? items.front() : items.back();
-  }
-  if (name == "reverse") {
-    if (input.is_string()) return Slice(input, kNone, kNone, Value(-1), line);
-    std::vector<Value> items = Iterate(input, line);
-    std::reverse(items.begin(), items.end());
-    return Value(std::move(items));
-  }
-  if (name == "sort") {
-    std::vector<Value> items = Iterate(input, line);
-    const Value& attribute = Arg(args, kwargs, 2, "attribute", kNone);
-    SortValues(&items, attribute.is_string() ? attribute.str() : "", Arg(args, kwargs, 0, "reverse", Value(false)).Truthy(),
-               Arg(args, kwargs, 1, "case_sensitive", Value(false)).Truthy(), line);
-    return Value(std::move(items));
-  }
-  if (name == "unique") {
-    Array out;
-    for (const Value& v : Iterate(input, line)) {
-      bool seen = false;
-      for (const Value& o : out) seen |= Equals(o, v);
-      if (!seen) out.push_back(v);
-    }
-    return Value(std::move(out));
-  }
-  if (name == "min" || name == "max") {
-    std::vector<Value> items = Iterate(input, line);
-    if (items.empty()) return Value::Undefined(name);
-    SortValues(&items, "", false, false, line);
-    return name == "min" ? items.front() : items.back();
-  }
-  if (name == "sum") {
-    Value total = Arg(args, kwargs, 1, "start", Value(int64_t{0}));
-    const Value& attribute = Arg(args, kwargs, 0, "attribute", kNone);
-    for (const Value& v : Iterate(input, line)) {
-      const Value x = attribute.is_string() ? AttrPath(v, attribute.str()) : v;
-      if (!x.is_number() || !total.is_number()) Fail(line, ctx + " needs numbers");
-      total = total.is_float() || x.is_float() ? Value(total.as_double() + x.as_double()) : Value(total.as_int() + x.as_int());
-    }
-    return total;
-  }
-  if (name == "int") {
-    if (input.is_number()) return Value(input.as_int());
-    if (input.is_string()) {
-      try {
-        return Value(static_cast<int64_t>(std::stoll(StripChars(input.str(), kNone, true, true))));
-      } catch (...) {
-      }
-    }
-    return Arg(args, kwargs, 0, "default", Value(int64_t{0}));
-  }
-  if (name == "float") {
-    if (input.is_number()) return Value(input.as_double());
-    if (input.is_string()) {
-      try {
-        return Value(std::stod(input.str()));
-      } catch (...) {
-      }
-    }
-    return Arg(args, kwargs, 0, "default", Value(0.0));
-  }
-  if (name == "abs") {
-    if (input.is_float()) return Value(std::fabs(input.as_double()));
-    if (input.is_number()) return Value(input.as_int() < 0 ? -input.as_int() : input.as_int());
-    Fail(line, ctx + " needs a number, got " + input.TypeName());
-  }
-  if (name == "round") {
-    if (!input.is_number()) Fail(line, ctx + " needs a number, got " + input.TypeName());
-    const int64_t precision = Arg(args, kwargs, 0, "precision", Value(int64_t{0})).as_int();
-    const std::string method = Arg(args, kwargs, 1, "method", Value("common")).ToString();
-    const double scale = std::pow(10.0, static_cast<double>(std::clamp<int64_t>(precision, -20, 20)));
-    double x = input.as_double() * scale;
-    x = method == "ceil" ? std::ceil(x) : method == "floor" ? std::floor(x) : std::round(x);
-    return Value(x / scale);
-  }
-  if (name == "indent") {
-    const Value& w = Arg(args, kwargs, 0, "width", Value(int64_t{4}));
-    const std::string pad = w.is_string() ? w.str() : std::string(static_cast<size_t>(std::clamp<int64_t>(w.as_int(), 0, 256)), ' ');
-    const bool first = Arg(args, kwargs, 1, "first", Value(false)).Truthy();
-    const bool blank = Arg(args, kwargs, 2, "blank", Value(false)).Truthy();
-    const std::string& s = Str(input, ctx, line);
-    std::string out;
-    size_t start = 0;
-    bool first_line = true;
-    while (start <= s.size()) {
-      size_t nl = s.find('\n', start);
-      std::string ln = s.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-      if ((!first_line || first) && (blank || !ln.empty())) out += pad;
-      out += ln;
-      if (nl == std::string::npos) break;
-      out += '\n';
-      start = nl + 1;
-      first_line = false;
-    }
-    return Value(std::move(out));
-  }
-  if (name == "attr") return AttrPath(input, Str(Arg(args, kwargs, 0, "name", kNone), ctx, line));
-  if (name == "map") {
-    Array out;
-    const Value& attribute = Arg(args, kwargs, 99, "attribute", kNone);
-    for (const Value& v : Iterate(input, line)) {
-      if (attribute.is_string()) {
-        Value r = AttrPath(v, attribute.str());
-        out.push_back(r.is_undefined() ? Arg(args, kwargs, 99, "default", r) : r);
-      } else {
-        if (args.empty() || !args[0].is_string()) Fail(line, "filter 'map' needs a filter name or attribute=");
-        Args rest(args.begin() + 1, args.end());
-        KwArgs none;
-        out.push_back(ApplyFilter(in, args[0].str(), v, rest, none, line));
-      }
-    }
-    return Value(std::move(out));
-  }
-  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
-    const bool by_attr = name.size() > 6;
-    const bool want = name[0] == 's';
-    Array out;
-    for (const Value& v : Iterate(input, line)) {
-      Value subject = v;
-      size_t test_at = 0;
-      if (by_attr) {
-        if (args.empty() || !args[0].is_string()) Fail(line, ctx + " needs an attribute name");
-        subject = AttrPath(v, args[0].str());
-        test_at = 1;
-      }
-      bool ok;
-      if (args.size() > test_at) {
-        if (!args[test_at].is_string()) Fail(line, ctx + " needs a test name");
-        Args rest(args.begin() + static_cast<long>(test_at) + 1, args.end());
-        ok = ApplyTest(in, args[test_at].str(), subject, rest, line);
-      } else {
-        ok = subject.Truthy();
-      }
-      if (ok == want) out.push_back(v);
-    }
-    return Value(std::move(out));
-  }
-  Fail(line, "unknown filter '" + name + "'");
 }
 
 bool ApplyTest(Interpreter& in, const std::string& name, const Value& v, Args& args, int line) {

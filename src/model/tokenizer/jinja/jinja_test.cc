@@ -85,6 +85,8 @@ TEST(JinjaTest, Filters) {
   EXPECT_EQ(Render("{{ tools[0].args | tojson(indent=2) }}", ctx), "{\n  \"b\": 1,\n  \"a\": \"é\\n\"\n}");
   EXPECT_EQ(Render("{{ xs | tojson(sort_keys=true) }} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}", ctx),
             R"([3, 1, 2] {"a": 2, "b": 1})");
+  EXPECT_EQ(Render("{{ {'k': ['é', '😀']} | tojson(ensure_ascii=true, separators=(',', ':')) }}"),
+            R"({"k":["\u00e9","\ud83d\ude00"]})");
   EXPECT_EQ(Render("[{{ s | trim }}] {{ xs | length }} {{ xs | join('-') }} {{ xs | sort | list }} {{ xs | first }}"
                    " {{ xs | last }} {{ xs | max }} {{ 5 | string }}{{ xs | reverse | list }}",
                    ctx),
@@ -95,6 +97,7 @@ TEST(JinjaTest, Filters) {
             "f 1 dflt AB a_b");
   EXPECT_EQ(Render("{% for k, v in tools[0].args | items %}{{ k }}{% endfor %} {{ '<&>' | e }}", ctx), "ba &lt;&amp;&gt;");
   EXPECT_EQ(Render("{% filter upper %}shout{% endfilter %}"), "SHOUT");
+  EXPECT_EQ(Render("{% for k, v in {'b': 1, 'A': 2, 'c': 3} | dictsort %}{{ k }}{{ v }}{% endfor %}"), "A2b1c3");
 }
 
 TEST(JinjaTest, StringMethods) {
@@ -107,6 +110,8 @@ TEST(JinjaTest, StringMethods) {
   EXPECT_EQ(Render("{{ 'a-b-c'.replace('-', '+', 1) }} {{ 'Hello'.lower() }} {{ 'x'.upper() }} {{ 'a,b'.split(',', 1) }}"
                    " {{ 'ab'.find('b') }} {{ '{} and {}'.format(1, 'x') }} {{ 'hello world'.title() }}"),
             "a+b-c hello X ['a', 'b'] 1 1 and x Hello World");
+  EXPECT_EQ(Render("{{ 'éa'.upper() }} {{ 'ÉCOLE' | lower }} {{ 'élan vital' | title }} {{ 'ça' | capitalize }}"),
+            "ÉA école Élan Vital Ça");
 }
 
 TEST(JinjaTest, Tests) {

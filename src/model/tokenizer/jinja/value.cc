@@ -193,9 +193,29 @@ std::string PyQuote(const std::string& s) {
   return out + q;
 }
 
-void JsonQuote(const std::string& s, std::string* out) {
+const std::string kSpaced = ", ", kTight = ",";
+
+void JsonQuote(const std::string& s, bool ensure_ascii, std::string* out) {
   out->push_back('"');
-  for (unsigned char c : s) {
+  for (size_t pos = 0; pos < s.size();) {
+    const auto c = static_cast<unsigned char>(s[pos]);
+    if (ensure_ascii && c >= 0x80) {  // \uXXXX, with surrogate pairs above the BMP
+      uint32_t cp = 0;
+      const size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      cp = len == 1 ? 0xFFFD : c & (0x3F >> (len - 1));
+      for (size_t k = 1; k < len && pos + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[pos + k]) & 0x3F);
+      pos += len;
+      char b[16];
+      if (cp >= 0x10000) {
+        cp -= 0x10000;
+        std::snprintf(b, sizeof(b), "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+      } else {
+        std::snprintf(b, sizeof(b), "\\u%04x", cp);
+      }
+      *out += b;
+      continue;
+    }
+    ++pos;
     switch (c) {
       case '"': *out += "\\\""; break;
       case '\\': *out += "\\\\"; break;
@@ -217,14 +237,15 @@ void JsonQuote(const std::string& s, std::string* out) {
   out->push_back('"');
 }
 
-bool ToJsonImpl(const Value& v, int indent, bool sort_keys, int depth, std::string* out) {
+bool ToJsonImpl(const Value& v, const Value::JsonOptions& o, int depth, std::string* out) {
+  const int indent = o.indent;
   if (depth > 256) return false;
   auto newline = [&](int level) {
     if (indent < 0) return;
     out->push_back('\n');
     out->append(static_cast<size_t>(indent) * level, ' ');
   };
-  const char* item_sep = indent < 0 ? ", " : ",";
+  const std::string& item_sep = !o.item_separator.empty() ? o.item_separator : indent < 0 ? kSpaced : kTight;
   switch (v.kind()) {
     case Value::Kind::kNone: *out += "null"; return true;
     case Value::Kind::kBool: *out += v.as_bool() ? "true" : "false"; return true;
@@ -234,7 +255,7 @@ bool ToJsonImpl(const Value& v, int indent, bool sort_keys, int depth, std::stri
       *out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d > 0 ? "Infinity" : "-Infinity") : FormatDouble(d);
       return true;
     }
-    case Value::Kind::kString: JsonQuote(v.str(), out); return true;
+    case Value::Kind::kString: JsonQuote(v.str(), o.ensure_ascii, out); return true;
     case Value::Kind::kArray: {
       const Array& a = v.array();
       if (a.empty()) return *out += "[]", true;
@@ -242,7 +263,7 @@ bool ToJsonImpl(const Value& v, int indent, bool sort_keys, int depth, std::stri
       for (size_t i = 0; i < a.size(); ++i) {
         if (i) *out += item_sep;
         newline(depth + 1);
-        if (!ToJsonImpl(a[i], indent, sort_keys, depth + 1, out)) return false;
+        if (!ToJsonImpl(a[i], o, depth + 1, out)) return false;
       }
       newline(depth);
       out->push_back(']');
@@ -252,16 +273,16 @@ bool ToJsonImpl(const Value& v, int indent, bool sort_keys, int depth, std::stri
       std::vector<const std::pair<std::string, Value>*> items;
       for (const auto& kv : v.object().items) items.push_back(&kv);
       if (items.empty()) return *out += "{}", true;
-      if (sort_keys) {
+      if (o.sort_keys) {
         std::sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
       }
       out->push_back('{');
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) *out += item_sep;
         newline(depth + 1);
-        JsonQuote(items[i]->first, out);
-        *out += ": ";
-        if (!ToJsonImpl(items[i]->second, indent, sort_keys, depth + 1, out)) return false;
+        JsonQuote(items[i]->first, o.ensure_ascii, out);
+        *out += o.key_separator;
+        if (!ToJsonImpl(items[i]->second, o, depth + 1, out)) return false;
       }
       newline(depth);
       out->push_back('}');
@@ -299,8 +320,8 @@ std::string Value::Repr() const {
   }
 }
 
-bool Value::ToJson(int indent, bool sort_keys, std::string* out) const {
-  return ToJsonImpl(*this, indent, sort_keys, 0, out);
+bool Value::ToJson(const JsonOptions& options, std::string* out) const {
+  return ToJsonImpl(*this, options, 0, out);
 }
 
 std::string Value::TypeName() const {

@@ -92,10 +92,17 @@ class Value {
   void AppendTo(std::string* out) const;
   // repr(value) as Python prints it inside containers: 'a', [1, 'b'], {'k': None}.
   std::string Repr() const;
-  // json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=sort_keys)
-  // with Python's separators; indent < 0 means none. Returns false for a
-  // value JSON cannot hold (Undefined, callables).
-  bool ToJson(int indent, bool sort_keys, std::string* out) const;
+  // json.dumps(value, ensure_ascii, indent, separators, sort_keys) as
+  // Python prints it; indent < 0 means none. Returns false for a value JSON
+  // cannot hold (Undefined, callables).
+  struct JsonOptions {
+    int indent = -1;
+    bool sort_keys = false;
+    bool ensure_ascii = false;  // transformers' tojson default
+    std::string item_separator;  // empty: Python's default, ", " or "," with indent
+    std::string key_separator = ": ";
+  };
+  bool ToJson(const JsonOptions& options, std::string* out) const;
   // Python type name ("str", "int", "dict", ...), for error messages.
   std::string TypeName() const;
 
