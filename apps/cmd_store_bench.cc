@@ -8,7 +8,8 @@
 //                  shared memory by default, --tcp forces tcp.
 //   --mode master  metadata operations of the master alone (no bytes), in
 //                  process (logic only) and over gRPC.
-//   --mode holder  (internal) mount a segment and wait for stdin to close.
+//   --mode holder  mount a segment and hold it until SIGTERM (the bench's
+//                  second process; tests use it as a store member).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,6 +99,13 @@ MooncakeConfig BenchConfig(const Flags& f, uint64_t segment, uint64_t local_buff
 }
 
 Status RunHolderMode(const Flags& f) {
+  // Runs until SIGTERM/SIGINT: blocked here so that every thread inherits
+  // the mask and sigwait below takes them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ASSIGN_OR_RETURN(uint64_t segment, ParseSize(f.segment_size));
   store::ClientOptions o;
   o.config = BenchConfig(f, segment, 1 << 20);
@@ -105,9 +113,8 @@ Status RunHolderMode(const Flags& f) {
   ASSIGN_OR_RETURN(auto client, store::Client::Create(o));
   std::printf("holder ready %s\n", client->segment_name().c_str());
   std::fflush(stdout);
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  int sig = 0;
+  sigwait(&signals, &sig);
   return OkStatus();
 }
 

@@ -91,14 +91,8 @@ Status ClientImpl::Init() {
 
   metadata_ = options_.metadata;
   if (!metadata_) {
-#ifdef CRESCENT_HAVE_METADATA_BACKENDS
     ASSIGN_OR_RETURN(auto metadata, transfer::OpenMetadataStore(cfg.metadata));
     metadata_ = std::move(metadata);
-#else
-    return FailedPreconditionError(
-        "store client: this build has no metadata backends (crescent_metadata); "
-        "pass ClientOptions::metadata");
-#endif
   }
   ASSIGN_OR_RETURN(auto engine_options,
                    transfer::TransferEngineOptionsFromConfig(cfg, segment_name_));
