@@ -2,8 +2,8 @@
 // store-bench`: put and get of each value size at each client count, N
 // runs each, medians reported. Store clients are threads sharing one
 // Client and putting from / getting into registered buffers (PutFrom /
-// GetInto); the Redis reference is redis-benchmark (SET then GET, random
-// keys, one request in flight per connection) with the same sizes, client
+// GetInto); the Redis reference is redis-benchmark (SET then GET of one
+// key, one request in flight per connection) with the same sizes, client
 // counts and operation counts.
 #pragma once
 
