@@ -182,8 +182,9 @@ TEST_F(StoreProcessTest, HolderKilledWithSigkillLosesOnlyItsObjects) {
   for (const auto& key : keys) where[key] = c->master().QueryKey(key)->replicas[0].segment;
   const std::string dead = where[keys[0]];
   Subprocess* victim = nullptr;
+  // Segment names are "<host>:<pid>:<random>" (the holder's client id).
   for (auto* p : {a.get(), b.get()}) {
-    if (p->Log().find(dead) != std::string::npos) victim = p;
+    if (dead.find(":" + std::to_string(p->pid()) + ":") != std::string::npos) victim = p;
   }
   ASSERT_NE(victim, nullptr);
   victim->Kill();  // SIGKILL
@@ -241,7 +242,7 @@ TEST_F(StoreProcessTest, MasterRestartKeepsObjectsWhoseBytesLive) {
     const std::string key = "r/" + std::to_string(k);
     ASSERT_TRUE(c->Put(key, ValueOf(key, 30000)).ok());
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // holders hear of them
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // holders hear of them (1 s pings)
   master_->Kill();
   StartMaster();
   // The holder re-mounts and re-registers at its next ping.
