@@ -8,8 +8,12 @@
 //                  shared memory by default, --tcp forces tcp.
 //   --mode master  metadata operations of the master alone (no bytes), in
 //                  process (logic only) and over gRPC.
-//   --mode holder  (internal) mount a segment and wait for stdin to close.
+//   --mode holder  mount a segment and hold it until SIGTERM (the bench's
+//                  second process; tests use it as a store member).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +102,13 @@ MooncakeConfig BenchConfig(const Flags& f, uint64_t segment, uint64_t local_buff
 }
 
 Status RunHolderMode(const Flags& f) {
+  // Runs until SIGTERM/SIGINT: blocked here so that every thread inherits
+  // the mask and sigwait below takes them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ASSIGN_OR_RETURN(uint64_t segment, ParseSize(f.segment_size));
   store::ClientOptions o;
   o.config = BenchConfig(f, segment, 1 << 20);
@@ -105,9 +116,8 @@ Status RunHolderMode(const Flags& f) {
   ASSIGN_OR_RETURN(auto client, store::Client::Create(o));
   std::printf("holder ready %s\n", client->segment_name().c_str());
   std::fflush(stdout);
-  std::string line;
-  while (std::getline(std::cin, line)) {
-  }
+  int sig = 0;
+  sigwait(&signals, &sig);
   return OkStatus();
 }
 
@@ -123,6 +133,29 @@ struct Child {
     }
   }
 };
+
+uint16_t FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool Accepts(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
 
 StatusOr<std::unique_ptr<Child>> Spawn(const std::vector<std::string>& argv) {
   int fds[2];
@@ -188,22 +221,14 @@ Status RunDataMode(Flags f) {
 
   std::vector<store::DataBenchRow> redis_rows;
   if (!f.no_redis) {
-    uint16_t port = 0;
-    {
-      // A free port: bind to 0 and read it back.
-      ASSIGN_OR_RETURN(auto probe, store::MasterServer::Start([] {
-        store::MasterServerOptions p;
-        p.host = "127.0.0.1";
-        p.port = 0;
-        p.enable_metrics = false;
-        return p;
-      }()));
-      port = probe->port();
-    }
+    const uint16_t port = FreeLoopbackPort();
     ASSIGN_OR_RETURN(auto redis,
                      Spawn({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
                             "--save", "", "--appendonly", "no", "--loglevel", "warning"}));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Wait until it accepts connections.
+    for (int i = 0; i < 100 && !Accepts(port); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     ASSIGN_OR_RETURN(redis_rows, store::RunRedisDataBench("127.0.0.1", port, o));
   }
   std::map<std::tuple<std::string, uint64_t, int>, store::DataBenchRow> redis_by;

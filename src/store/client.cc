@@ -56,19 +56,43 @@ Status ClientImpl::Init() {
   }
   master_ = MasterClient::Create(cfg.master_server_address,
                                  MasterClientOptions{options_.rpc_timeout});
+  // Up to 2 batch RPCs of each kind in flight: the master has two cores.
+  constexpr size_t kMaxItems = 512;
+  constexpr int kInFlight = 2;
+  put_start_rpc_ = std::make_unique<Coalescer<PutStartArgs, StatusOr<std::vector<Replica>>>>(
+      [this](const std::vector<PutStartArgs>& items) {
+        auto r = master_->BatchPutStart(items);
+        if (r.ok()) return std::move(*r);
+        return std::vector<StatusOr<std::vector<Replica>>>(items.size(), r.status());
+      },
+      kMaxItems, kInFlight);
+  put_end_rpc_ = std::make_unique<Coalescer<PutEndItem, Status>>(
+      [this](const std::vector<PutEndItem>& items) {
+        std::vector<std::string> keys;
+        std::vector<uint32_t> crcs;
+        for (const auto& [k, c] : items) {
+          keys.push_back(k);
+          crcs.push_back(c);
+        }
+        auto r = master_->BatchPutEnd(keys, crcs);
+        if (r.ok()) return std::move(*r);
+        return std::vector<Status>(items.size(), r.status());
+      },
+      kMaxItems, kInFlight);
+  get_rpc_ = std::make_unique<Coalescer<std::string, StatusOr<ObjectInfo>>>(
+      [this](const std::vector<std::string>& keys) {
+        auto r = master_->BatchGetReplicaList(keys);
+        if (r.ok()) return std::move(*r);
+        return std::vector<StatusOr<ObjectInfo>>(keys.size(), r.status());
+      },
+      kMaxItems, kInFlight);
   // Fail early, naming the address, when the master is not there.
   RETURN_IF_ERROR(master_->Health().status());
 
   metadata_ = options_.metadata;
   if (!metadata_) {
-#ifdef CRESCENT_HAVE_METADATA_BACKENDS
     ASSIGN_OR_RETURN(auto metadata, transfer::OpenMetadataStore(cfg.metadata));
     metadata_ = std::move(metadata);
-#else
-    return FailedPreconditionError(
-        "store client: this build has no metadata backends (crescent_metadata); "
-        "pass ClientOptions::metadata");
-#endif
   }
   ASSIGN_OR_RETURN(auto engine_options,
                    transfer::TransferEngineOptionsFromConfig(cfg, segment_name_));

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "store/client.h"
+#include "store/coalescer.h"
 #include "store/master.h"
 #include "store/master_client.h"
 #include "store/offset_allocator.h"
@@ -125,6 +126,12 @@ class ClientImpl final : public Client {
   transfer::RegisteredRegion segment_{};  // our mounted memory (length 0: none)
   uint8_t* local_buffer_ = nullptr;
   uint64_t local_buffer_size_ = 0;
+
+  // Concurrent calls share batch RPCs (see coalescer.h).
+  using PutEndItem = std::pair<std::string, uint32_t>;
+  std::unique_ptr<Coalescer<PutStartArgs, StatusOr<std::vector<Replica>>>> put_start_rpc_;
+  std::unique_ptr<Coalescer<PutEndItem, Status>> put_end_rpc_;
+  std::unique_ptr<Coalescer<std::string, StatusOr<ObjectInfo>>> get_rpc_;
 
   std::mutex staging_mu_;
   std::condition_variable staging_cv_;

@@ -245,15 +245,11 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
     }
     begin = end;
     if (idx.empty()) continue;
-    auto starts = master_->BatchPutStart(args);
-    if (!starts.ok()) {
-      for (size_t i : idx) out[i] = starts.status();
-      continue;
-    }
+    auto starts = put_start_rpc_->Submit(args);
     std::vector<WriteItem> items;
     std::vector<size_t> item_idx;
     for (size_t k = 0; k < idx.size(); ++k) {
-      auto& r = (*starts)[k];
+      auto& r = starts[k];
       if (!r.ok()) {
         out[idx[k]] = r.status();
         continue;
@@ -278,10 +274,10 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
     }
     if (!revoke_keys.empty()) master_->BatchPutRevoke(revoke_keys).status().IgnoreError();
     if (!end_keys.empty()) {
-      auto ends = master_->BatchPutEnd(end_keys, end_crcs);
-      for (size_t j = 0; j < end_idx.size(); ++j) {
-        out[end_idx[j]] = ends.ok() ? (*ends)[j] : ends.status();
-      }
+      std::vector<PutEndItem> end_items;
+      for (size_t j = 0; j < end_keys.size(); ++j) end_items.push_back({end_keys[j], end_crcs[j]});
+      auto ends = put_end_rpc_->Submit(std::move(end_items));
+      for (size_t j = 0; j < end_idx.size(); ++j) out[end_idx[j]] = ends[j];
     }
   }
   return out;
@@ -328,15 +324,11 @@ std::vector<StatusOr<size_t>> ClientImpl::BatchGetInto(const std::vector<std::st
     }
   }
   const int64_t granted = NowUs();
-  auto infos = master_->BatchGetReplicaList(keys);
-  if (!infos.ok()) {
-    for (auto& s : out) s = infos.status();
-    return out;
-  }
+  auto infos = get_rpc_->Submit(keys);
   std::vector<ReadItem> items;
   std::vector<size_t> item_idx;
   for (size_t i = 0; i < n; ++i) {
-    auto& info = (*infos)[i];
+    auto& info = infos[i];
     if (!info.ok()) {
       out[i] = info.status();
       continue;
@@ -379,16 +371,12 @@ std::vector<StatusOr<std::vector<uint8_t>>> ClientImpl::BatchGet(
   }
   if (valid.empty()) return out;
   const int64_t granted = NowUs();
-  auto infos = master_->BatchGetReplicaList(valid);
-  if (!infos.ok()) {
-    for (size_t i : valid_idx) out[i] = infos.status();
-    return out;
-  }
+  auto infos = get_rpc_->Submit(valid);
   std::vector<std::vector<uint8_t>> values(valid.size());
   std::vector<ReadItem> items;
   std::vector<size_t> item_idx;
   for (size_t j = 0; j < valid.size(); ++j) {
-    auto& info = (*infos)[j];
+    auto& info = infos[j];
     if (!info.ok()) {
       out[valid_idx[j]] = info.status();
       continue;

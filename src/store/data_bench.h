@@ -2,8 +2,9 @@
 // store-bench`: put and get of each value size at each client count, N
 // runs each, medians reported. Store clients are threads sharing one
 // Client and putting from / getting into registered buffers (PutFrom /
-// GetInto); Redis clients are threads with one hiredis connection each,
-// SET/GET one at a time, the same keys, sizes and counts.
+// GetInto); the Redis reference is redis-benchmark (SET then GET of one
+// key, one request in flight per connection) with the same sizes, client
+// counts and operation counts.
 #pragma once
 
 #include <cstdint>

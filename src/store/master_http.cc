@@ -4,9 +4,7 @@
 
 #include "common/http.h"
 #include "common/logging.h"
-#ifdef CRESCENT_HAVE_METADATA_BACKENDS
 #include "transfer/metadata/metadata_service.h"
-#endif
 
 namespace crescent::store {
 namespace {
@@ -49,7 +47,6 @@ class MasterHttpImpl final : public MasterHttp {
       RETURN_IF_ERROR(s.Start().WithContext("master --metrics-port"));
     }
     if (o.enable_http_metadata_server) {
-#ifdef CRESCENT_HAVE_METADATA_BACKENDS
       http::ServerOptions so;
       so.host = o.host;
       so.port = o.http_metadata_server_port;
@@ -58,10 +55,6 @@ class MasterHttpImpl final : public MasterHttp {
       transfer::MetadataService::Create()->AddRoutes(*metadata_server_);
       RETURN_IF_ERROR(metadata_server_->Start().WithContext("master --http-metadata-server-port"));
       spdlog::info("master: HTTP metadata service on http://{}/metadata", metadata_server_->address());
-#else
-      return FailedPreconditionError(
-          "--enable-http-metadata-server: this build has no metadata service (crescent_metadata)");
-#endif
     }
     return OkStatus();
   }

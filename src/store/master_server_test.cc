@@ -4,6 +4,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/http.h"
 #include "common/testutil.h"
 #include "store/master_client.h"
 #include "store/master_server.h"
@@ -61,6 +62,41 @@ TEST(MasterServerTest, ServesTheObjectLifecycleOverGrpc) {
   auto keys = c->ListKeys("", 10);
   ASSERT_TRUE(keys.ok());
   EXPECT_EQ(*keys, std::vector<std::string>{"k"});
+}
+
+TEST(MasterServerTest, HttpServesMetricsHealthKeysAndSegments) {
+  MasterProcess m;
+  ASSERT_TRUE(m.ready);
+  ASSERT_TRUE(WaitForPort(m.metrics_port, std::chrono::seconds(5)));
+  auto c = MasterClient::Create(m.address());
+  ASSERT_TRUE(c->MountSegment("c1", {"seg", 0, 1 << 20}).ok());
+  ASSERT_TRUE(c->PutStart({"a/b c", 100, 1, false, ""}).ok());
+  ASSERT_TRUE(c->PutEnd("a/b c", 0xabcdef01).ok());
+  EXPECT_EQ(c->GetReplicaList("missing").status().code(), StatusCode::kNotFound);
+  http::Client h("127.0.0.1", m.metrics_port);
+  auto metrics = h.Get("/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status().ToString();
+  EXPECT_EQ(metrics->status, 200);
+  for (const char* line : {"crescent_master_keys 1", "crescent_master_total_bytes 1048576",
+                           "crescent_master_allocated_bytes 128", "crescent_master_active_clients 1",
+                           "crescent_master_rpc_requests_total{method=\"PutStart\"} 1",
+                           "crescent_master_rpc_failures_total{method=\"GetReplicaList\"} 1",
+                           "crescent_master_evicted_objects_total 0"}) {
+    EXPECT_NE(metrics->body.find(line), std::string::npos) << line << "\n" << metrics->body;
+  }
+  auto health = h.Get("/health");
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(health->status, 200);
+  auto key = h.Get("/query_key?key=" + http::UrlEncode("a/b c"));
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(key->status, 200);
+  EXPECT_NE(key->body.find("\"crc32c\":\"abcdef01\""), std::string::npos) << key->body;
+  EXPECT_NE(key->body.find("\"segment\":\"seg\""), std::string::npos) << key->body;
+  EXPECT_EQ(h.Get("/query_key?key=nope")->status, 404);
+  EXPECT_EQ(h.Get("/query_key")->status, 400);
+  auto segs = h.Get("/segments");
+  ASSERT_TRUE(segs.ok());
+  EXPECT_NE(segs->body.find("\"owner\":\"c1\""), std::string::npos) << segs->body;
 }
 
 TEST(MasterServerTest, UnreachableMasterIsUnavailableNamingTheAddress) {
