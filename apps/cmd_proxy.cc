@@ -12,12 +12,8 @@
 
 #include "apps/command.h"
 #include "common/logging.h"
-#include "proxy/proxy.h"
-
-#if __has_include("model/tokenizer/tokenizer.h")
 #include "model/tokenizer/tokenizer.h"
-#define CRESCENT_PROXY_HAS_TOKENIZER 1
-#endif
+#include "proxy/proxy.h"
 
 namespace crescent::apps {
 namespace {
@@ -60,19 +56,18 @@ Status RunProxy(const ProxyFlags& f) {
   o.decode_attempts = f.decode_attempts;
   if (const char* key = std::getenv("ADMIN_API_KEY")) o.admin_api_key = key;
 
-  std::shared_ptr<const void> tokenizer_holder;
-  if (!f.model.empty() && FileExists(f.model + "/tokenizer.json")) {
-#ifdef CRESCENT_PROXY_HAS_TOKENIZER
-    ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(f.model));
-    std::shared_ptr<Tokenizer> shared(std::move(tok));
-    o.tokenize = [shared](std::string_view text) { return shared->Encode(text); };
-    spdlog::info("proxy: cache-aware routing hashes tokens of {}/tokenizer.json", f.model);
-#else
-    spdlog::info("proxy: built without the tokenizer; cache-aware routing hashes prompt bytes");
-#endif
-  } else if (o.scheduling == proxy::PolicyKind::kCacheAware) {
-    spdlog::info("proxy: no tokenizer.json under --model '{}'; cache-aware routing hashes prompt "
-                 "bytes", f.model);
+  // Only cache_aware routing reads prompts as tokens.
+  if (o.scheduling == proxy::PolicyKind::kCacheAware) {
+    if (!f.model.empty() && FileExists(f.model + "/tokenizer.json")) {
+      ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(f.model));
+      std::shared_ptr<Tokenizer> shared(std::move(tok));
+      o.tokenize = [shared](std::string_view text) { return shared->Encode(text); };
+      spdlog::info("proxy: cache-aware routing hashes tokens of {}/tokenizer.json", f.model);
+    } else {
+      spdlog::info("proxy: no tokenizer.json under --model '{}'; cache-aware routing hashes "
+                   "prompt bytes",
+                   f.model);
+    }
   }
 
   // Block the signals before any thread starts so that sigwait gets them.

@@ -93,7 +93,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void StartPrefill() {
     if (prefill_tries_ >= core_->options.prefill_attempts) return SkipPrefill("attempts exhausted");
     auto lease = core_->router.Pick(Role::kPrefill, prefill_info_, tried_prefill_);
-    if (!lease.ok()) return SkipPrefill(lease.status().message());
+    if (!lease.ok()) return SkipPrefill("no prefill instance available");
     prefill_tries_++;
     tried_prefill_.push_back(lease->instance_id());
     prefill_log_ += (prefill_log_.empty() ? "" : ",") + lease->address();
