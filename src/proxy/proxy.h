@@ -68,7 +68,7 @@ struct ProxyOptions {
   // Upstream requests: connect timeout, and the longest wait for a response
   // head or between two body bytes (a non-streaming response arrives whole
   // at the end of generation, so keep it long).
-  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds upstream_timeout{600000};
   int prefill_attempts = 2;  // instances tried before the decode prefills itself
   int decode_attempts = 3;   // instances tried before the client gets an error

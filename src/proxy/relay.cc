@@ -18,6 +18,15 @@ namespace {
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// True when the instance refused or reset the connection before answering:
+// it is down, take it out of rotation now. A connect *timeout* is not that
+// (an overloaded instance or proxy): the request moves on, the probes judge.
+// The HTTP library reports both as UNAVAILABLE; only the message differs.
+bool Unreachable(const Status& s, int http_status) {
+  return !s.ok() && s.code() == StatusCode::kUnavailable && http_status == 0 &&
+         s.message().find("timed out") == std::string::npos;
+}
+
 // A prefill response is read and dropped; keep only this much for logs.
 constexpr size_t kMaxPrefillBodyKept = 4096;
 
@@ -159,7 +168,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       return StartDecode();
     }
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, body.substr(0, 300))) : s;
-    bool unreachable = !s.ok() && s.code() == StatusCode::kUnavailable && status == 0;
+    bool unreachable = Unreachable(s, status);
     core_->metrics.upstream_failures[0]++;
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: prefill on {} failed: {}", id_, lease.address(), err.ToString());
@@ -297,7 +306,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     }
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, buffered_.substr(0, 300)))
                         : s;
-    bool unreachable = !s.ok() && s.code() == StatusCode::kUnavailable && status == 0;
+    bool unreachable = Unreachable(s, status);
     core_->metrics.upstream_failures[1]++;
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: decode on {} failed{}: {}", id_, lease.address(),
