@@ -155,7 +155,8 @@ int Latency(int rounds) {
 
 struct StreamStats {
   int ok = 0, failed = 0;
-  int64_t events = 0;
+  int64_t events = 0;      // of the streams measured
+  int64_t all_events = 0;  // of every stream, ramp included
   double seconds = 0;
   std::vector<double> first_ms, max_gap_ms;
   std::string last_error;
@@ -238,6 +239,7 @@ class StreamLoad {
     {
       std::lock_guard lock(mu_);
       bool counted = one.start >= measure_from_;
+      stats_.all_events += one.events;
       if (s.ok() && one.events == tokens_ + 1) {  // T tokens and [DONE], no error event
         if (counted) {
           stats_.ok++;
@@ -287,7 +289,7 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
       concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
   fmt::print(
       "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
-      "p99 ms | proxy CPU (cores) |\n|---|---|---|---|---|---|---|\n");
+      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) |\n|---|---|---|---|---|---|---|---|\n");
   for (int pass = 0; pass < 2; ++pass) {
     uint16_t port = pass == 0 ? d.port : proxy.port;
     double cpu0 = CpuSeconds(proxy.proc->pid());
@@ -296,10 +298,12 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
     double wall = std::chrono::duration<double>(Clock::now() - w0).count();
     double cpu = CpuSeconds(proxy.proc->pid()) - cpu0;
     StreamStats st = load.stats();
-    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} |\n",
+    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} |\n",
                pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
                Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
-               Pct(st.max_gap_ms, 0.99), cpu / wall);
+               Pct(st.max_gap_ms, 0.99), cpu / wall,
+               pass == 0 ? std::string("-")
+                         : fmt::format("{:.1f}", 1e6 * cpu / std::max<int64_t>(1, st.all_events)));
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
     std::fflush(stdout);
   }
