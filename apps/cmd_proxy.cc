@@ -32,6 +32,7 @@ struct ProxyFlags {
   int upstream_timeout_s = 600;
   int prefill_attempts = 2;
   int decode_attempts = 3;
+  int prefill_timeout_s = 60;
 };
 
 bool FileExists(const std::string& path) {
@@ -53,6 +54,7 @@ Status RunProxy(const ProxyFlags& f) {
   o.probe_timeout = std::chrono::milliseconds(f.probe_timeout_ms);
   o.upstream_timeout = std::chrono::seconds(f.upstream_timeout_s);
   o.prefill_attempts = f.prefill_attempts;
+  o.prefill_timeout = std::chrono::seconds(f.prefill_timeout_s);
   o.decode_attempts = f.decode_attempts;
   if (const char* key = std::getenv("ADMIN_API_KEY")) o.admin_api_key = key;
 
@@ -114,6 +116,9 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--prefill-attempts", f->prefill_attempts,
                   "Prefill instances tried before the decode instance prefills itself")
+      ->capture_default_str();
+  cmd->add_option("--prefill-timeout-s", f->prefill_timeout_s,
+                  "A prefill unanswered this long goes to the next instance (or the decode prefills)")
       ->capture_default_str();
   cmd->add_option("--decode-attempts", f->decode_attempts,
                   "Decode instances tried before the client gets an error")

@@ -71,6 +71,19 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     h->Cancel();
   }
 
+  // The prefill attempt in progress started before `deadline`: give up on it.
+  void ExpirePrefill(Clock::time_point started_before) {
+    std::shared_ptr<http::StreamHandle> h;
+    {
+      std::lock_guard lock(mu_);
+      if (!in_prefill_ || !handle_ || prefill_started_ >= started_before) return;
+      abandoned_ = fmt::format("prefill on {} unanswered after {} ms", lease_.address(),
+                               core_->options.prefill_timeout.count());
+      h = handle_;
+    }
+    h->Cancel();
+  }
+
  private:
   enum class Mode { kBuffer, kStream, kError };
 
@@ -114,6 +127,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       if (!gone_) {
         attempt = ++attempt_;
         lease_ = std::move(*lease);
+        in_prefill_ = true;
+        prefill_started_ = Clock::now();
         prefill_status_ = 0;
         prefill_body_.clear();
       }
@@ -148,8 +163,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       if (attempt != attempt_) return;
       handle_.reset();
       lease = std::move(lease_);
+      in_prefill_ = false;
       gone = gone_;
-      if (!abandoned_.empty()) s = UnavailableError(std::exchange(abandoned_, {}));
+      if (!abandoned_.empty()) s = DeadlineExceededError(std::exchange(abandoned_, {}));
       status = prefill_status_;
       body = std::move(prefill_body_);
     }
@@ -439,6 +455,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool gone_ = false;
   bool finished_ = false;
   bool began_ = false;  // bytes went to the client
+  bool in_prefill_ = false;
+  Clock::time_point prefill_started_;
   Mode mode_ = Mode::kBuffer;
   int up_status_ = 0;
   int prefill_status_ = 0;
@@ -479,6 +497,17 @@ void HandleInference(std::shared_ptr<Proxy::Core> core, Endpoint endpoint, http:
                                        std::move(*parsed), std::move(prefill), std::move(decode),
                                        std::move(id));
   ex->Run();
+}
+
+void ExpireSlowPrefills(Proxy::Core& core) {
+  std::vector<std::shared_ptr<Exchange>> live;
+  {
+    std::lock_guard lock(core.exchanges_mu);
+    for (auto& [p, w] : core.exchanges)
+      if (auto s = w.lock()) live.push_back(std::move(s));
+  }
+  auto cutoff = Clock::now() - core.options.prefill_timeout;
+  for (auto& ex : live) ex->ExpirePrefill(cutoff);
 }
 
 void AbandonInstance(Proxy::Core& core, Role role, const std::string& address,
