@@ -120,7 +120,8 @@ struct ServerOptions {
 // by other methods only gets 405, an unknown path 404. A handler that
 // throws gets a 500 with the exception's message.
 //
-// Thread safety: add routes before Start(); Start/Stop from one thread.
+// Thread safety: add routes before Start(); Start/Stop from one thread. A
+// Server starts once (make a new one to listen again).
 class Server {
  public:
   explicit Server(ServerOptions options);

@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -49,6 +50,7 @@ struct Server::Impl {
   uint16_t port = 0;
   size_t next_ioc = 0;  // acceptor thread only
   bool started = false;
+  std::atomic<bool> stopping{false};  // set by Stop(): new connections close at once
 
   std::mutex sessions_mu;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;  // guarded by sessions_mu
@@ -103,7 +105,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void Flush();
   void OnWritten(beast::error_code ec, size_t n, bool final);
   void FinishResponse();
-  void ArmTimer(std::chrono::milliseconds d);
+  // One lazily re-armed timer per connection: setting or clearing a
+  // deadline is a store, not a timer syscall per request. A deadline
+  // shorter than the one armed fires late, by at most the armed one.
+  void SetDeadline(std::chrono::milliseconds d);
+  void ClearDeadline() { deadline_ = Clock::time_point::max(); }
+  void ArmTimer();
+  void OnTimer(beast::error_code ec);
   std::string HeadLocked(int status, std::string_view content_type, const Headers& headers,
                          std::optional<size_t> content_length);
 
@@ -114,7 +122,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Io thread only.
   tcp::socket socket_;
   asio::steady_timer timer_;
-  uint64_t timer_gen_ = 0;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool timer_armed_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bool closed_ = false;
@@ -314,7 +324,7 @@ void Session::Flush() {
   bufs.reserve(in_flight_.size());
   for (const auto& b : in_flight_) bufs.emplace_back(b.data(), b.size());
   writing_ = true;
-  ArmTimer(server_->options.write_timeout);
+  SetDeadline(server_->options.write_timeout);
   asio::async_write(socket_, bufs,
                     [self = shared_from_this(), final](beast::error_code ec, size_t n) {
                       self->OnWritten(ec, n, final);
@@ -324,8 +334,7 @@ void Session::Flush() {
 void Session::OnWritten(beast::error_code ec, size_t n, bool final) {
   writing_ = false;
   in_flight_.clear();
-  ++timer_gen_;
-  timer_.cancel();
+  ClearDeadline();
   {
     std::lock_guard lock(mu_);
     buffered_ -= std::min(buffered_, n);
@@ -351,19 +360,28 @@ void Session::FinishResponse() {
   }
   if (peek_pending_) {
     read_after_peek_ = true;
-    ArmTimer(server_->options.idle_timeout);
+    SetDeadline(server_->options.idle_timeout);
   } else {
     DoRead();
   }
 }
 
-void Session::ArmTimer(std::chrono::milliseconds d) {
-  uint64_t gen = ++timer_gen_;
-  timer_.expires_after(d);
-  timer_.async_wait([self = shared_from_this(), gen](beast::error_code ec) {
-    if (ec || gen != self->timer_gen_) return;
-    self->Close();
-  });
+void Session::SetDeadline(std::chrono::milliseconds d) {
+  deadline_ = Clock::now() + d;
+  if (!timer_armed_) ArmTimer();
+}
+
+void Session::ArmTimer() {
+  timer_armed_ = true;
+  timer_.expires_at(deadline_);
+  timer_.async_wait([self = shared_from_this()](beast::error_code ec) { self->OnTimer(ec); });
+}
+
+void Session::OnTimer(beast::error_code ec) {
+  timer_armed_ = false;
+  if (ec || closed_ || deadline_ == Clock::time_point::max()) return;
+  if (Clock::now() >= deadline_) return Close();
+  ArmTimer();  // the deadline moved on meanwhile
 }
 
 void Session::DoRead() {
@@ -371,7 +389,7 @@ void Session::DoRead() {
   parser_.emplace();
   parser_->body_limit(server_->options.max_body_bytes);
   parser_->header_limit(64 * 1024);
-  ArmTimer(server_->options.idle_timeout);
+  SetDeadline(server_->options.idle_timeout);
   bhttp::async_read_header(socket_, buffer_, *parser_,
                            [self = shared_from_this()](beast::error_code ec, size_t) {
                              self->OnHeader(ec);
@@ -399,8 +417,7 @@ void Session::OnHeader(beast::error_code ec) {
 }
 
 void Session::OnRead(beast::error_code ec) {
-  ++timer_gen_;
-  timer_.cancel();
+  ClearDeadline();
   if (ec == bhttp::error::body_limit) {
     {
       std::lock_guard lock(mu_);
@@ -499,7 +516,7 @@ void Session::Close() {
   beast::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
-  ++timer_gen_;
+  ClearDeadline();
   timer_.cancel();
   std::function<void()> cb;
   {
@@ -549,7 +566,10 @@ void Server::Impl::Accept(std::shared_ptr<Impl> self) {
         std::lock_guard lock(self->sessions_mu);
         self->sessions[s.get()] = s;
       }
-      asio::post(s->executor(), [s] { s->Start(); });
+      // Checked after the insert: Stop() either sees this session or we see
+      // its flag.
+      if (self->stopping) asio::post(s->executor(), [s] { s->Close(); });
+      else asio::post(s->executor(), [s] { s->Start(); });
     } else {
       spdlog::warn("http: accept failed: {}", ec.message());
       if (ec == asio::error::no_descriptors) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -586,7 +606,8 @@ void Server::HandleAsync(Method method, std::string path, AsyncHandler handler) 
 
 Status Server::Start() {
   Impl& im = *impl_;
-  if (im.started) return FailedPreconditionError("http server already started");
+  if (im.started || !im.iocs.empty())
+    return FailedPreconditionError("an http::Server starts once; create a new one to restart");
   std::string where = fmt::format("{}:{}", im.options.host, im.options.port);
   beast::error_code ec;
   auto addr = asio::ip::make_address(im.options.host, ec);
@@ -638,6 +659,7 @@ void Server::Stop() {
   Impl& im = *impl_;
   if (!im.started) return;
   im.started = false;
+  im.stopping = true;
   asio::post(*im.iocs[0], [acc = im.acceptor.get()] {
     beast::error_code ec;
     acc->close(ec);

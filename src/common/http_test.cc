@@ -298,6 +298,72 @@ TEST(HttpTest, ProxyRelaysUpstreamStream) {
   EXPECT_EQ(ok.load(), kStreams);
 }
 
+// `crescent serve` must hold >= 1,000 concurrent streaming connections:
+// 1,000 SSE streams open at once, fed from one producer thread.
+TEST(HttpTest, ThousandConcurrentStreams) {
+  constexpr int kStreams = 1000, kEvents = 5;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::shared_ptr<ResponseWriter>> writers;
+  ServerOptions o;
+  o.io_threads = 2;
+  auto server = StartServer(
+      [&](Server& s) {
+        s.HandleAsync(Method::kGet, "/sse", [&](Request, std::shared_ptr<ResponseWriter> w) {
+          w->BeginStream(200, "text/event-stream");
+          std::lock_guard lock(mu);
+          writers.push_back(std::move(w));
+          cv.notify_all();
+        });
+      },
+      o);
+  StreamClient client;
+  std::vector<std::string> bodies(kStreams);
+  std::atomic<int> done{0}, ok{0};
+  std::vector<std::shared_ptr<StreamHandle>> handles;
+  for (int i = 0; i < kStreams; ++i) {
+    handles.push_back(client.Start("127.0.0.1", server->port(), {Method::kGet, "/sse", {}, {}, {}},
+                                   {nullptr,
+                                    [&, i](std::string_view d) {
+                                      bodies[i].append(d);
+                                      return true;
+                                    },
+                                    [&](Status s) {
+                                      if (s.ok()) ++ok;
+                                      ++done;
+                                    }}));
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return writers.size() == size_t(kStreams); }))
+        << writers.size() << " streams open";
+  }
+  EXPECT_EQ(server->open_connections(), size_t(kStreams));
+  for (int e = 0; e < kEvents; ++e)
+    for (auto& w : writers) EXPECT_TRUE(w->WriteEvent("event " + std::to_string(e)));
+  for (auto& w : writers) w->End();
+  for (int i = 0; i < 3000 && done < kStreams; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(ok.load(), kStreams);
+  std::string want;
+  for (int e = 0; e < kEvents; ++e) want += "data: event " + std::to_string(e) + "\n\n";
+  int complete = 0;
+  for (const auto& b : bodies) complete += b == want;
+  EXPECT_EQ(complete, kStreams);
+}
+
+TEST(HttpTest, IdleKeepAliveConnectionsAreClosed) {
+  ServerOptions o;
+  o.idle_timeout = 200ms;
+  auto server = StartServer(
+      [](Server& s) { s.Handle(Method::kGet, "/", [](const Request&) { return Response::Text(200, "x"); }); }, o);
+  Client c("127.0.0.1", server->port());
+  ASSERT_EQ(c.Get("/")->status, 200);
+  EXPECT_EQ(server->open_connections(), 1u);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(server->open_connections(), 0u);
+  EXPECT_EQ(c.Get("/")->status, 200);  // the client reconnects by itself
+}
+
 TEST(HttpTest, ListenOnBusyPortSaysSo) {
   auto a = StartServer([](Server&) {});
   ServerOptions o;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 #include "common/logging.h"
@@ -241,6 +242,13 @@ void EngineCore::FailScheduled(const SchedulerOutput& out, const Status& error,
 }
 
 std::vector<RequestOutput> EngineCore::Step() {
+  using Clock = std::chrono::steady_clock;
+  const auto step_start = Clock::now();
+  struct AddElapsed {
+    Clock::time_point start;
+    double* total;
+    ~AddElapsed() { *total += std::chrono::duration<double>(Clock::now() - start).count(); }
+  } step_timer{step_start, &step_seconds_};
   std::vector<RequestOutput> outputs;
   SchedulerOutput out = scheduler_->Schedule();
   last_step_ = StepInfo{};
@@ -262,7 +270,9 @@ std::vector<RequestOutput> EngineCore::Step() {
     last_step_.num_prefill_seqs += s.num_tokens > 1 ? 1 : 0;
   }
   last_step_.num_seqs = static_cast<int>(batch.size());
+  const auto forward_start = Clock::now();
   Status st = model_->Forward(batch, &logits_);
+  forward_seconds_ += std::chrono::duration<double>(Clock::now() - forward_start).count();
   if (st.ok() && logits_.size() % vocab_size_ != 0)
     st = InternalError(fmt::format("model returned {} logits, not a multiple of the vocabulary {}",
                                    logits_.size(), vocab_size_));
@@ -311,6 +321,8 @@ EngineStats EngineCore::Stats() const {
   s.generation_tokens_total = generation_tokens_total_;
   s.num_preemptions = scheduler_->stats().num_preemptions;
   s.num_steps = num_steps_;
+  s.step_seconds_total = step_seconds_;
+  s.forward_seconds_total = forward_seconds_;
   s.kv_connector_loaded_tokens = scheduler_->stats().connector_loaded_tokens;
   s.kv_connector_failed_loads = scheduler_->stats().connector_failed_loads;
   return s;

@@ -89,6 +89,8 @@ class EngineCore {
   uint64_t prompt_tokens_total_ = 0;
   uint64_t generation_tokens_total_ = 0;
   uint64_t num_steps_ = 0;
+  double step_seconds_ = 0.0;
+  double forward_seconds_ = 0.0;
 };
 
 }  // namespace crescent::engine

@@ -110,6 +110,7 @@ TEST_P(EngineModelTest, ConcurrentChunkedPreemptedRequestsMatchEachAlone) {
     EXPECT_EQ(r["a" + std::to_string(i)].tokens[0], r["b" + std::to_string(i)].tokens[0]) << what;
   }
   EXPECT_EQ(core->block_manager().num_free_blocks(), core->block_manager().num_blocks());
+  EXPECT_GT(core->Stats().num_preemptions, 0u) << "the KV pool was meant to be too small";
 }
 
 TEST_P(EngineModelTest, PrefixCacheHitGivesIdenticalOutput) {

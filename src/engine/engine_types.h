@@ -76,6 +76,8 @@ struct EngineStats {
   uint64_t generation_tokens_total = 0;
   uint64_t num_preemptions = 0;
   uint64_t num_steps = 0;
+  double step_seconds_total = 0.0;     // wall time inside steps
+  double forward_seconds_total = 0.0;  // of which in the model's forward pass
   uint64_t kv_connector_loaded_tokens = 0;
   uint64_t kv_connector_failed_loads = 0;
 };

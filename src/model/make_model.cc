@@ -200,7 +200,9 @@ Status MakeModel(const MakeModelOptions& options) {
   if (!options.tokenizer_dir.empty()) {
     for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
       const fs::path src = fs::path(options.tokenizer_dir) / f;
-      if (!fs::exists(src)) continue;
+      if (!fs::exists(src)) {
+        return NotFoundError("tokenizer directory " + options.tokenizer_dir + " has no " + f);
+      }
       std::error_code ec;
       fs::copy_file(src, fs::path(options.out_dir) / f, fs::copy_options::overwrite_existing, ec);
       if (ec) return InternalError("copy " + src.string() + ": " + ec.message());

@@ -150,6 +150,31 @@ Status RecvAll(int fd, void* data, size_t length, const char* what) {
   return OkStatus();
 }
 
+Status RecvAll(int fd, struct iovec* iov, int count, const char* what) {
+  while (count > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = std::min(count, IOV_MAX);
+    ssize_t n = ::recvmsg(fd, &msg, MSG_WAITALL);
+    if (n == 0) return UnavailableError(fmt::format("{}: peer closed the connection", what));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return IoError(errno, what, "receive");
+    }
+    size_t left = static_cast<size_t>(n);
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return OkStatus();
+}
+
 namespace {
 socklen_t AbstractAddress(const std::string& name, sockaddr_un* addr) {
   std::memset(addr, 0, sizeof(*addr));

@@ -51,6 +51,8 @@ Status SendAll(int fd, struct iovec* iov, int count, const char* what);
 Status SendAll(int fd, const void* data, size_t length, const char* what);
 // Receives exactly `length` bytes. Peer closed -> UNAVAILABLE.
 Status RecvAll(int fd, void* data, size_t length, const char* what);
+// Fills every iov[0..count) (modifies iov): one syscall when all is there.
+Status RecvAll(int fd, struct iovec* iov, int count, const char* what);
 
 // Unix-domain helpers for the shared-memory control socket (abstract
 // namespace: `name` without the leading NUL).

@@ -125,8 +125,8 @@ StatusOr<SegmentDescriptor> DecodeSegmentDescriptor(std::string_view text) {
   return d;
 }
 
-std::string SegmentKey(std::string_view cluster_prefix, std::string_view name) {
-  return fmt::format("{}{}{}", cluster_prefix, f::kSegmentKeyInfix, name);
+std::string SegmentDescriptorKey(std::string_view cluster_id, std::string_view name) {
+  return fmt::format("{}{}{}", cluster_id, f::kSegmentKeyInfix, name);
 }
 
 const std::string& HostId() {

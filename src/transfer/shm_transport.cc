@@ -86,6 +86,7 @@ class ShmServer {
   struct Conn {
     UniqueFd fd;
     std::thread thread;
+    std::atomic<bool> done{false};
   };
 
   void AcceptLoop() {
@@ -96,9 +97,17 @@ class ShmServer {
         return;
       }
       std::lock_guard lock(mu_);
+      std::erase_if(conns_, [](Conn& c) {
+        if (!c.done) return false;
+        c.thread.join();
+        return true;
+      });
       Conn& c = conns_.emplace_back();
       c.fd.Reset(fd);
-      c.thread = std::thread([this, fd] { Serve(fd); });
+      c.thread = std::thread([this, &c] {
+        Serve(c.fd.get());
+        c.done = true;
+      });
     }
   }
 

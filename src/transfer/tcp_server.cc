@@ -66,8 +66,11 @@ void TcpServer::AcceptLoop() {
 
 void TcpServer::Serve(Connection* conn) {
   std::vector<char> scratch;
+  f::RequestHeader req;
+  bool have_next = false;
   while (!stopping_) {
-    Status s = HandleRequest(conn->fd.get(), scratch);
+    Status s = have_next ? OkStatus() : ReceiveHeader(conn->fd.get(), &req);
+    if (s.ok()) s = HandleRequest(conn->fd.get(), &req, &have_next, scratch);
     if (!s.ok()) {
       if (!stopping_ && s.code() != StatusCode::kUnavailable)
         spdlog::debug("transfer tcp server: closing connection: {}", s.ToString());
@@ -91,8 +94,8 @@ Status SendError(int fd, uint64_t request_id, const Status& error) {
 
 }  // namespace
 
-Status TcpServer::HandleRequest(int fd, std::vector<char>& scratch) {
-  f::RequestHeader req;
+Status TcpServer::ReceiveHeader(int fd, f::RequestHeader* out) {
+  f::RequestHeader& req = *out;
   // Idle connections are fine: wait for a header past the I/O timeout as
   // long as none of it has arrived.
   size_t got = 0;
@@ -108,6 +111,13 @@ Status TcpServer::HandleRequest(int fd, std::vector<char>& scratch) {
       return ErrnoToStatus(errno, "transfer tcp server: receive request header");
     }
   }
+  return OkStatus();
+}
+
+Status TcpServer::HandleRequest(int fd, f::RequestHeader* header, bool* have_next,
+                                std::vector<char>& scratch) {
+  const f::RequestHeader req = *header;
+  *have_next = false;
   if (req.magic != f::kRequestMagic || req.version != f::kProtocolVersion ||
       (req.opcode != f::kOpRead && req.opcode != f::kOpWrite))
     return InvalidArgumentError(fmt::format(
@@ -145,7 +155,11 @@ Status TcpServer::HandleRequest(int fd, std::vector<char>& scratch) {
 
   uint8_t* data = region->base + (req.offset - region->segment_offset);
   if (req.opcode == f::kOpWrite) {
-    RETURN_IF_ERROR(RecvAll(fd, data, req.length, "transfer tcp server: receive write payload"));
+    // The payload, and the next header when the initiator said one follows.
+    iovec in[2] = {{data, req.length}, {header, sizeof(*header)}};
+    bool more = req.flags & f::kFlagMore;
+    RETURN_IF_ERROR(RecvAll(fd, in, more ? 2 : 1, "transfer tcp server: receive write payload"));
+    *have_next = more;
     f::ResponseHeader resp{f::kResponseMagic, 0, 0, req.request_id, 0};
     return SendAll(fd, &resp, sizeof(resp), "transfer tcp server: write ack");
   }

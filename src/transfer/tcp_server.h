@@ -15,9 +15,12 @@
 
 #include "common/status.h"
 #include "transfer/net_util.h"
+#include "transfer/transfer_format.h"
 #include "transfer/transport.h"
 
 namespace crescent::transfer {
+
+namespace f = format;
 
 class TcpServer {
  public:
@@ -36,8 +39,11 @@ class TcpServer {
   };
   void AcceptLoop();
   void Serve(Connection* conn);
-  // Answers one request; an error return ends the connection.
-  Status HandleRequest(int fd, std::vector<char>& scratch);
+  // Answers the request in *req; an error return ends the connection.
+  // Sets *have_next when it already received the following header too.
+  Status HandleRequest(int fd, f::RequestHeader* req, bool* have_next, std::vector<char>& scratch);
+  // Waits for a request header; idle connections are fine.
+  Status ReceiveHeader(int fd, f::RequestHeader* req);
 
   // Constant after construction.
   const LocalSegment local_;

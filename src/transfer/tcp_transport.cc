@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -162,7 +163,7 @@ void TcpChannel::Work(int index) {
 }
 
 Status TcpChannel::Run(int fd, std::vector<Slice>& group) {
-  size_t n = group.size();
+  const size_t n = group.size();
   std::vector<f::RequestHeader> headers(n);
   std::vector<iovec> iov;
   iov.reserve(2 * n);
@@ -171,7 +172,7 @@ Status TcpChannel::Run(int fd, std::vector<Slice>& group) {
     headers[i] = f::RequestHeader{f::kRequestMagic,
                                   f::kProtocolVersion,
                                   s.opcode == OpCode::kRead ? f::kOpRead : f::kOpWrite,
-                                  0,
+                                  i + 1 < n ? f::kFlagMore : uint16_t{0},
                                   i + 1,
                                   instance_,
                                   s.remote_offset,
@@ -184,32 +185,63 @@ Status TcpChannel::Run(int fd, std::vector<Slice>& group) {
     FailAll(group, 0, sent);
     return sent;
   }
+  // Answers, received with as few syscalls as the stream allows: every
+  // answer is at least a header, so the headers of a run of writes are read
+  // in one go; a read's data is received together with the next header.
+  // Never more is read than is certainly there, so nothing is read twice.
+  std::vector<f::ResponseHeader> answers(n);
+  size_t have = 0;  // answers[0..have) hold received headers
   for (size_t i = 0; i < n; ++i) {
     const Slice& s = group[i];
-    f::ResponseHeader resp;
-    Status st = RecvAll(fd, &resp, sizeof(resp), peer_.c_str());
+    Status st;
+    if (have <= i) {
+      size_t run = 1;
+      while (i + run < n && group[i + run - 1].opcode == OpCode::kWrite) ++run;
+      st = RecvAll(fd, &answers[i], run * sizeof(f::ResponseHeader), peer_.c_str());
+      have = i + run;
+    }
+    const f::ResponseHeader& resp = answers[i];
     if (st.ok() && (resp.magic != f::kResponseMagic || resp.request_id != i + 1))
       st = DataLossError(fmt::format("{}: answer out of step (magic {:#x}, id {} for {})", peer_,
                                      resp.magic, resp.request_id, i + 1));
     if (st.ok() && resp.code != 0) {
+      // The target refused this request; the connection stays usable. The
+      // text may sit partly in headers we already received.
       if (resp.length > f::kMaxErrorText) {
         st = DataLossError(peer_ + ": oversized error text");
       } else {
         std::string text(resp.length, '\0');
-        st = RecvAll(fd, text.data(), text.size(), peer_.c_str());
+        size_t from_headers = std::min<size_t>(text.size(), (have - i - 1) * sizeof(f::ResponseHeader));
+        std::memcpy(text.data(), answers.data() + i + 1, from_headers);
+        // Whatever headers came after the text in the buffer are shifted
+        // down; the rest of the text and of those headers is still to come.
+        size_t buffered = (have - i - 1) * sizeof(f::ResponseHeader) - from_headers;
+        char* next = reinterpret_cast<char*>(answers.data() + i + 1);
+        std::memmove(next, next + from_headers, buffered);
+        st = RecvAll(fd, text.data() + from_headers, text.size() - from_headers, peer_.c_str());
+        if (st.ok() && buffered % sizeof(f::ResponseHeader) != 0) {
+          size_t missing = sizeof(f::ResponseHeader) - buffered % sizeof(f::ResponseHeader);
+          st = RecvAll(fd, next + buffered, missing, peer_.c_str());
+          buffered += missing;
+        }
         if (st.ok()) {
-          // The target refused this request; the connection stays usable.
+          have = i + 1 + buffered / sizeof(f::ResponseHeader);
           s.Complete(Status(static_cast<StatusCode>(resp.code), text).WithContext(peer_));
           continue;
         }
       }
     }
     if (st.ok() && s.opcode == OpCode::kRead) {
-      if (resp.length != s.length)
+      if (resp.length != s.length) {
         st = DataLossError(fmt::format("{}: read answer of {} bytes for {} asked", peer_,
                                        resp.length, s.length));
-      else
+      } else if (i + 1 < n && have == i + 1) {
+        iovec data_and_next[2] = {{s.local, s.length}, {&answers[i + 1], sizeof(answers[i + 1])}};
+        st = RecvAll(fd, data_and_next, 2, peer_.c_str());
+        have = i + 2;
+      } else {
         st = RecvAll(fd, s.local, s.length, peer_.c_str());
+      }
     }
     if (!st.ok()) {
       FailAll(group, i, st);

@@ -70,7 +70,7 @@ struct PeerSegment {
 class TransferEngineImpl final : public TransferEngine {
  public:
   TransferEngineImpl(const TransferEngineOptions& options, std::shared_ptr<MetadataStore> metadata)
-      : options_(options), metadata_(std::move(metadata)), key_(SegmentKey(options.cluster_prefix, options.segment_name)) {
+      : options_(options), metadata_(std::move(metadata)), key_(SegmentDescriptorKey(options.cluster_id, options.segment_name)) {
     std::random_device rd;
     instance_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(Clock::now().time_since_epoch().count());
   }
@@ -195,7 +195,7 @@ class TransferEngineImpl final : public TransferEngine {
   }
 
   StatusOr<std::shared_ptr<const SegmentDescriptor>> Lookup(std::string_view name) {
-    std::string key = SegmentKey(options_.cluster_prefix, name);
+    std::string key = SegmentDescriptorKey(options_.cluster_id, name);
     auto value = metadata_->Get(key);
     if (!value.ok()) {
       if (value.status().code() == StatusCode::kNotFound)

@@ -74,8 +74,8 @@ struct TransferEngineOptions {
   // Socket buffer sizes for tcp (0 = kernel autotuning).
   int socket_buffer_bytes = 0;
   // Key prefix in the metadata service: segments live under
-  // "<cluster_prefix>/segments/<name>".
-  std::string cluster_prefix = "crescent";
+  // "<cluster_id>/segments/<name>".
+  std::string cluster_id = "crescent";
 };
 
 // From mooncake.json: local_hostname, protocol ("tcp"; "rdma" is refused

@@ -189,6 +189,55 @@ TEST(TransferEngineTest, UnregisteredTargetMemoryIsNoLongerReachable) {
   }
 }
 
+// The initiator's copy of the descriptor still lists a region the target
+// has freed: the target refuses those requests in the middle of pipelined
+// bursts, the others in the same bursts land intact.
+TEST(TransferEngineTest, TargetRefusesRequestsFromAStaleDescriptorMidBurst) {
+  auto meta = NewInProcessMetadataStore();
+  auto target = MakeEngine(meta, "target", TransportPolicy::kAuto);
+  auto keep = *target->AllocateSegmentMemory(1 << 20);
+  auto gone = *target->AllocateSegmentMemory(1 << 20);
+  TransferEngineOptions o;
+  o.segment_name = "initiator";
+  o.policy = TransportPolicy::kTcpOnly;
+  o.connections_per_peer = 1;  // one connection: the requests travel in bursts
+  auto initiator = *TransferEngine::Create(o, meta);
+  auto src = testing::RandomBytes(1 << 20, 5);
+  std::vector<uint8_t> dst(1 << 20);
+  ASSERT_TRUE(initiator->RegisterMemory(src.data(), src.size()).ok());
+  ASSERT_TRUE(initiator->RegisterMemory(dst.data(), dst.size()).ok());
+  auto seg = *initiator->OpenSegment("target");
+  ASSERT_TRUE(target->FreeSegmentMemory(gone.address).ok());
+
+  for (OpCode op : {OpCode::kWrite, OpCode::kRead}) {
+    std::vector<TransferRequest> reqs;
+    for (int i = 0; i < 40; ++i) {
+      bool stale = i % 7 == 3;
+      uint64_t off = i * 1000 + 1;
+      uint8_t* local = (op == OpCode::kWrite ? src.data() : dst.data()) + off;
+      reqs.push_back({op, local, seg, (stale ? gone : keep).segment_offset + off, 1000});
+    }
+    auto batch = *initiator->AllocateBatch(reqs.size());
+    ASSERT_TRUE(initiator->SubmitTransfer(batch, reqs).ok());
+    EXPECT_EQ(initiator->WaitBatch(batch, milliseconds(5000)).code(), StatusCode::kOutOfRange);
+    for (int i = 0; i < 40; ++i) {
+      auto st = *initiator->GetTransferStatus(batch, i);
+      uint64_t off = i * 1000 + 1;
+      if (i % 7 == 3) {
+        EXPECT_EQ(st.state, TransferState::kFailed);
+        EXPECT_NE(st.error.message().find("not inside one registered region"), std::string::npos)
+            << st.error.ToString();
+      } else {
+        ASSERT_EQ(st.state, TransferState::kCompleted) << i << " " << st.error.ToString();
+        const uint8_t* got = op == OpCode::kWrite ? static_cast<uint8_t*>(keep.address) + off
+                                                  : dst.data() + off;
+        EXPECT_EQ(std::memcmp(got, src.data() + off, 1000), 0) << i;
+      }
+    }
+    ASSERT_TRUE(initiator->FreeBatch(batch).ok());
+  }
+}
+
 TEST(TransferEngineTest, OwnSegmentIsReachableByMemcpy) {
   auto meta = NewInProcessMetadataStore();
   auto e = MakeEngine(meta, "self", TransportPolicy::kAuto);

@@ -11,7 +11,7 @@
 namespace crescent::transfer::format {
 
 // ---- segment descriptor (JSON value in the metadata service) ----
-// Key: "<cluster_prefix>/segments/<segment name>".
+// Key: "<cluster_id>/segments/<segment name>".
 inline constexpr std::string_view kSegmentKeyInfix = "/segments/";
 inline constexpr int kDescriptorVersion = 1;
 // Field names of the descriptor object.
@@ -44,6 +44,9 @@ inline constexpr uint32_t kResponseMagic = 0x52545243;  // "CRTR"
 inline constexpr uint8_t kProtocolVersion = 1;
 inline constexpr uint8_t kOpRead = 1;
 inline constexpr uint8_t kOpWrite = 2;
+// RequestHeader.flags: another request header follows this request (after
+// its payload) in the same burst, so the target may receive both at once.
+inline constexpr uint16_t kFlagMore = 1;
 // Longest error text a target sends.
 inline constexpr uint64_t kMaxErrorText = 4096;
 
@@ -51,7 +54,7 @@ struct RequestHeader {
   uint32_t magic;      // kRequestMagic
   uint8_t version;     // kProtocolVersion
   uint8_t opcode;      // kOpRead | kOpWrite
-  uint16_t reserved;   // 0
+  uint16_t flags;      // kFlagMore or 0
   uint64_t request_id; // echoed in the response
   uint64_t instance;   // target engine instance from the descriptor: a
                        // stale descriptor never reaches a newer process

@@ -17,12 +17,15 @@ namespace {
 #define CRESCENT_AVX512 1
 #endif
 
-// Weight bytes widened per sgemm task: large enough that OpenBLAS's own
-// packing of the activations is amortised, small enough to stay in L2.
-constexpr int64_t kSlabBytes = 512 * 1024;
+// Weight rows (C columns) per GEMM task: 4 panels of 32, so that an A
+// tile is reused from L1 across them and two threads get >= 4 tasks each
+// for the smallest projections.
+constexpr int64_t kGemmSlabColumns = 128;
 // Weight rows per GEMV task: enough tasks to balance two threads, few
 // enough that the per-task overhead stays negligible.
 constexpr int64_t kGemvRowsPerTask = 64;
+// How far ahead (elements) the GEMV prefetches each weight row.
+constexpr int64_t kPrefetchElements = 512;
 
 #ifdef CRESCENT_AVX512
 template <DType DT>
@@ -62,11 +65,18 @@ void GemvTile(const void* const* w_rows, const float* x, int64_t ldx, int64_t K,
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  constexpr int64_t kEsize = DT == DType::kF32 ? 4 : 2;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 wv[C];
 #pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) wv[c] = Load16<DT>(w_rows[c], k);
+    for (int c = 0; c < C; ++c) {
+      // Stream ahead of the hardware prefetcher: decode is bound by how
+      // many weight bytes are in flight.
+      _mm_prefetch(static_cast<const char*>(w_rows[c]) + (k + kPrefetchElements) * kEsize,
+                   _MM_HINT_T0);
+      wv[c] = Load16<DT>(w_rows[c], k);
+    }
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
@@ -159,7 +169,107 @@ void GemvRows(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int
 #endif
 }
 
-// Rows [begin, end) of one target: widen the slab, then sgemm.
+#ifdef CRESCENT_AVX512
+// Packed GEMM for prefill: C[m][n] = sum_k A[m][k] * W[n][k].
+// W is widened and transposed, kGemmNr columns at a time, into panels
+// Bp[k][kGemmNr] of kGemmKc rows (16 KiB: L1-resident while a micro-kernel
+// sweeps it); A is read in place, kGemmMr rows broadcast one k at a time.
+// Each micro-kernel keeps a kGemmMr x 32 tile of C in 24 zmm registers.
+constexpr int kGemmMr = 12;
+constexpr int kGemmNr = 32;
+constexpr int kGemmKc = 128;
+
+// acc (+)= A[0..MR)[k0..k0+kc) * Bp; stores `cols` (<= 32) columns of C.
+template <int MR>
+void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float* c,
+                     int64_t ldc, int cols, bool accumulate) {
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = _mm512_setzero_ps();
+    acc1[r] = _mm512_setzero_ps();
+  }
+  for (int k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(bp + k * kGemmNr);
+    const __m512 b1 = _mm512_loadu_ps(bp + k * kGemmNr + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+      acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+    }
+  }
+  const __mmask16 m0 = cols >= 16 ? 0xffff : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? 0xffff
+                       : cols <= 16 ? 0
+                                    : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * ldc;
+    if (accumulate) {
+      acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
+      acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
+    }
+    _mm512_mask_storeu_ps(cr, m0, acc0[r]);
+    _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
+  }
+}
+
+using MicroKernelFn = void (*)(const float*, int64_t, const float*, int, float*, int64_t, int,
+                               bool);
+constexpr MicroKernelFn kMicroKernels[kGemmMr + 1] = {
+    nullptr,
+    GemmMicroKernel<1>,  GemmMicroKernel<2>,  GemmMicroKernel<3>,  GemmMicroKernel<4>,
+    GemmMicroKernel<5>,  GemmMicroKernel<6>,  GemmMicroKernel<7>,  GemmMicroKernel<8>,
+    GemmMicroKernel<9>,  GemmMicroKernel<10>, GemmMicroKernel<11>, GemmMicroKernel<12>};
+
+// Widens rows [n0, n0 + cols) x [k0, k0 + kc) of W into Bp[kc][32],
+// zero-padding missing columns.
+void PackPanel(const MatMulTarget& t, int64_t n0, int cols, int64_t k0, int kc, float* bp) {
+  const size_t esize = DTypeSize(t.w.dtype);
+  const char* base = static_cast<const char*>(t.w.data);
+  alignas(64) float row[kGemmKc];
+  for (int j = 0; j < kGemmNr; ++j) {
+    if (j < cols) {
+      WidenRow(t.w.dtype, base + ((n0 + j) * t.w.cols + k0) * esize, kc, row);
+      for (int k = 0; k < kc; ++k) bp[k * kGemmNr + j] = row[k];
+    } else {
+      for (int k = 0; k < kc; ++k) bp[k * kGemmNr + j] = 0.0f;
+    }
+  }
+}
+
+// Columns [begin, end) of one target through the packed kernel.
+void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int64_t begin,
+              int64_t end) {
+  const int64_t K = t.w.cols;
+  const int64_t panels = (end - begin + kGemmNr - 1) / kGemmNr;
+  thread_local std::vector<float> packed;
+  packed.resize(static_cast<size_t>(panels) * kGemmKc * kGemmNr);
+  for (int64_t k0 = 0; k0 < K; k0 += kGemmKc) {
+    const int kc = static_cast<int>(std::min<int64_t>(kGemmKc, K - k0));
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t n0 = begin + p * kGemmNr;
+      PackPanel(t, n0, static_cast<int>(std::min<int64_t>(kGemmNr, end - n0)), k0, kc,
+                packed.data() + p * kGemmKc * kGemmNr);
+    }
+    for (int64_t r0 = 0; r0 < m; r0 += kGemmMr) {
+      const int mr = static_cast<int>(std::min<int64_t>(kGemmMr, m - r0));
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t n0 = begin + p * kGemmNr;
+        kMicroKernels[mr](x + r0 * ldx + k0, ldx, packed.data() + p * kGemmKc * kGemmNr, kc,
+                          t.y + r0 * t.ldy + n0, t.ldy,
+                          static_cast<int>(std::min<int64_t>(kGemmNr, end - n0)), k0 > 0);
+      }
+    }
+  }
+  if (t.bias) {
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t n = begin; n < end; ++n) t.y[r * t.ldy + n] += t.bias[n];
+  }
+}
+#else
+// Without AVX-512: widen the slab, then OpenBLAS sgemm.
 void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int64_t begin,
               int64_t end) {
   thread_local std::vector<float> slab;
@@ -177,6 +287,7 @@ void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int
       for (int64_t i = 0; i < nb; ++i) t.y[r * t.ldy + begin + i] += t.bias[begin + i];
   }
 }
+#endif
 
 }  // namespace
 
@@ -222,10 +333,7 @@ void MatMul(ThreadPool& pool, const float* x, int64_t m, int64_t ldx,
   for (size_t ti = 0; ti < targets.size(); ++ti) {
     const MatMulTarget& t = targets[ti];
     int64_t step = kGemvRowsPerTask;
-    if (!gemv) {
-      step = kSlabBytes / (4 * std::max<int64_t>(1, t.w.cols));
-      step = std::clamp<int64_t>(step / 16 * 16, 16, 512);
-    }
+    if (!gemv) step = kGemmSlabColumns;
     for (int64_t b = 0; b < t.w.rows; b += step) {
       tasks.push_back({static_cast<int>(ti), b, std::min(t.w.rows, b + step)});
     }

@@ -4,7 +4,6 @@
 #include <array>
 #include <functional>
 #include <mutex>
-#include <queue>
 
 #include "model/tokenizer/byte_level.h"
 
@@ -64,9 +63,13 @@ class MergeTable {
 
 // One shard of the word cache; shards keep lock contention low when many
 // request threads encode at once.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
 struct CacheShard {
   std::mutex mu;
-  std::unordered_map<std::string, std::vector<int32_t>> words;  // guarded by mu
+  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> words;  // guarded by mu
 };
 constexpr size_t kCacheShards = 16;
 
@@ -105,8 +108,12 @@ void BpeModel::Impl::Merge(std::string_view word, std::vector<int32_t>* out) con
       return rank != o.rank ? rank > o.rank : pos > o.pos;
     }
   };
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+  // Reused per thread: BPE runs once per pre-token word, so per-call
+  // allocations would dominate for short words.
+  thread_local std::vector<Symbol> symbols;
+  thread_local std::vector<Candidate> heap;
+  symbols.clear();
+  heap.clear();
   for (unsigned char b : word) {
     int32_t id = byte_ids[b] >= 0 ? byte_ids[b] : options.unk_id;
     if (id < 0) continue;
@@ -116,38 +123,31 @@ void BpeModel::Impl::Merge(std::string_view word, std::vector<int32_t>* out) con
   if (symbols.empty()) return;
   symbols.back().next = -1;
   const auto n = static_cast<int32_t>(symbols.size());
-  if (n > 1) {
-    std::vector<Candidate> storage;
-    storage.reserve(n);
-    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue(
-        std::greater<>{}, std::move(storage));
-    for (int32_t i = 0; i + 1 < n; ++i) {
-      if (const auto* m = merges.Find(symbols[i].id, symbols[i + 1].id)) {
-        queue.push({m->rank, i, m->id});
-      }
+  const auto push = [&](const Candidate& c) {
+    heap.push_back(c);
+    std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) {
+    if (const auto* m = merges.Find(symbols[i].id, symbols[i + 1].id)) push({m->rank, i, m->id});
+  }
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    const Candidate top = heap.back();
+    heap.pop_back();
+    Symbol& left = symbols[top.pos];
+    if (!left.alive || left.next < 0) continue;
+    Symbol& right = symbols[left.next];
+    const auto* m = merges.Find(left.id, right.id);
+    if (m == nullptr || m->id != top.id) continue;  // stale entry
+    left.id = top.id;
+    right.alive = false;
+    left.next = right.next;
+    if (left.next >= 0) symbols[left.next].prev = top.pos;
+    if (left.prev >= 0) {
+      if (const auto* pm = merges.Find(symbols[left.prev].id, left.id)) push({pm->rank, left.prev, pm->id});
     }
-    while (!queue.empty()) {
-      const Candidate top = queue.top();
-      queue.pop();
-      Symbol& left = symbols[top.pos];
-      if (!left.alive || left.next < 0) continue;
-      Symbol& right = symbols[left.next];
-      const auto* m = merges.Find(left.id, right.id);
-      if (m == nullptr || m->id != top.id) continue;  // stale entry
-      left.id = top.id;
-      right.alive = false;
-      left.next = right.next;
-      if (left.next >= 0) symbols[left.next].prev = top.pos;
-      if (left.prev >= 0) {
-        if (const auto* pm = merges.Find(symbols[left.prev].id, left.id)) {
-          queue.push({pm->rank, left.prev, pm->id});
-        }
-      }
-      if (left.next >= 0) {
-        if (const auto* nm = merges.Find(left.id, symbols[left.next].id)) {
-          queue.push({nm->rank, top.pos, nm->id});
-        }
-      }
+    if (left.next >= 0) {
+      if (const auto* nm = merges.Find(left.id, symbols[left.next].id)) push({nm->rank, top.pos, nm->id});
     }
   }
   for (int32_t i = 0; i >= 0; i = symbols[i].next) out->push_back(symbols[i].id);
@@ -200,12 +200,12 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* out) cons
     impl_->Merge(word, out);
     return;
   }
-  const size_t h = std::hash<std::string_view>{}(word);
-  CacheShard& shard = impl_->cache[h % kCacheShards];
-  std::string key(word);
+  // Shard by a different mix of bits than the map inside the shard uses.
+  const size_t h = StringHash{}(word);
+  CacheShard& shard = impl_->cache[(h >> 48) % kCacheShards];
   {
     std::lock_guard<std::mutex> lock(shard.mu);
-    auto it = shard.words.find(key);
+    auto it = shard.words.find(word);
     if (it != shard.words.end()) {
       out->insert(out->end(), it->second.begin(), it->second.end());
       return;
@@ -216,7 +216,7 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* out) cons
   std::lock_guard<std::mutex> lock(shard.mu);
   // Like HF's cache: once full it stops admitting words (no eviction churn).
   if (shard.words.size() < impl_->options.cache_words / kCacheShards) {
-    shard.words.emplace(std::move(key), std::vector<int32_t>(out->begin() + start, out->end()));
+    shard.words.emplace(std::string(word), std::vector<int32_t>(out->begin() + start, out->end()));
   }
 }
 

@@ -98,11 +98,12 @@ StatusOr<json> ParseJson(std::string_view text, std::string_view what) {
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view tokenizer_json,
                                                          std::string_view config_json,
-                                                         std::string_view generation_config_json) {
+                                                         std::string_view generation_config_json,
+                                                         const TokenizerOptions& options) {
   // Field types are checked where it matters; a value of a wrong type deeper
   // down surfaces as nlohmann's exception, turned into an error here.
   try {
-    return FromJsonUnchecked(tokenizer_json, config_json, generation_config_json);
+    return FromJsonUnchecked(tokenizer_json, config_json, generation_config_json, options);
   } catch (const json::exception& e) {
     return InvalidArgumentError(std::string("tokenizer files have an unexpected field type: ") + e.what());
   }
@@ -110,7 +111,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view tokeni
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_view tokenizer_json,
                                                                   std::string_view config_json,
-                                                                  std::string_view generation_config_json) {
+                                                                  std::string_view generation_config_json,
+                                                                  const TokenizerOptions& options) {
   ASSIGN_OR_RETURN(json tj, ParseJson(tokenizer_json, "tokenizer.json"));
   auto impl = std::make_unique<Impl>();
   if (!tj.is_object() || !tj.contains("model") || !tj["model"].is_object()) {
@@ -152,6 +154,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_vi
   }
   BpeOptions bpe_options;
   bpe_options.ignore_merges = JsonBool(model, "ignore_merges", false);
+  bpe_options.cache_words = options.word_cache_capacity;
   if (model.contains("unk_token") && model["unk_token"].is_string()) {
     auto it = impl->token_to_id.find(model["unk_token"].get<std::string>());
     if (it != impl->token_to_id.end()) bpe_options.unk_id = it->second;
@@ -250,7 +253,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJsonUnchecked(std::string_vi
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
-StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(std::string_view model_dir) {
+StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(std::string_view model_dir,
+                                                     const TokenizerOptions& options) {
   const std::string dir(model_dir);
   auto tok = ReadFile(dir + "/tokenizer.json");
   if (!tok.ok()) {
@@ -259,7 +263,7 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(std::string_view model_dir)
   }
   std::string cfg = ReadFile(dir + "/tokenizer_config.json").value_or("");
   std::string gen = ReadFile(dir + "/generation_config.json").value_or("");
-  auto result = FromJson(*tok, cfg, gen);
+  auto result = FromJson(*tok, cfg, gen, options);
   if (!result.ok()) return result.status().WithContext(dir);
   return result;
 }

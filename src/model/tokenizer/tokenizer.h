@@ -32,18 +32,26 @@
 
 namespace crescent {
 
+struct TokenizerOptions {
+  // Pre-token words whose BPE result is cached (HF caches 10k). 0 disables
+  // the cache (the reference path for benchmarks).
+  size_t word_cache_capacity = 1 << 16;
+};
+
 class Tokenizer {
  public:
   // Reads <model_dir>/tokenizer.json, <model_dir>/tokenizer_config.json
   // (optional) and <model_dir>/generation_config.json (optional, for extra
   // eos ids). Errors name the file and the field.
-  static StatusOr<std::unique_ptr<Tokenizer>> Load(std::string_view model_dir);
+  static StatusOr<std::unique_ptr<Tokenizer>> Load(std::string_view model_dir,
+                                                   const TokenizerOptions& options = {});
 
   // Same from the files' contents; `config_json` and `generation_config_json`
   // may be empty.
   static StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view tokenizer_json,
                                                        std::string_view config_json = {},
-                                                       std::string_view generation_config_json = {});
+                                                       std::string_view generation_config_json = {},
+                                                       const TokenizerOptions& options = {});
 
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
@@ -101,7 +109,8 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   static StatusOr<std::unique_ptr<Tokenizer>> FromJsonUnchecked(std::string_view tokenizer_json,
                                                                 std::string_view config_json,
-                                                                std::string_view generation_config_json);
+                                                                std::string_view generation_config_json,
+                                                                const TokenizerOptions& options);
   std::unique_ptr<Impl> impl_;
   friend class Detokenizer;
 };

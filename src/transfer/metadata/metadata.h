@@ -33,6 +33,9 @@ struct MetadataOptions {
   std::chrono::milliseconds ttl{10000};
   // Per-operation timeout towards the metadata server.
   std::chrono::milliseconds op_timeout{3000};
+  // Added (metadata branch): false writes entries with no lease/TTL; they
+  // outlive this client (debugging tools such as `crescent metadata put`).
+  bool leased = true;
 };
 
 class MetadataStore {

@@ -1,0 +1,256 @@
+// `crescent store-bench`: throughput of the KV store.
+//   --mode data    (default) put/get of each --sizes value at each --clients
+//                  count through the store, beside redis-server SET/GET of the
+//                  same sizes in the same run. The bench starts a master (with
+//                  the HTTP metadata service) in process and a second
+//                  `crescent store-bench --mode holder` process that
+//                  contributes the memory, so every byte crosses processes:
+//                  shared memory by default, --tcp forces tcp.
+//   --mode master  metadata operations of the master alone (no bytes), in
+//                  process (logic only) and over gRPC.
+//   --mode holder  (internal) mount a segment and wait for stdin to close.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "apps/command.h"
+#include "common/logging.h"
+#include "common/size.h"
+#include "store/client.h"
+#include "store/data_bench.h"
+#include "store/master_bench.h"
+#include "store/master_server.h"
+
+namespace crescent::apps {
+namespace {
+
+struct Flags {
+  std::string mode = "data";
+  std::string master;
+  std::string metadata;
+  int threads = 2;
+  uint64_t keys = 20000;
+  int batch = 128;
+  std::string sizes = "4096,262144,1048576";
+  std::string clients = "1,8,32";
+  int runs = 3;
+  std::string segment_size = "1GB";
+  std::string bytes_per_run = "256MB";
+  bool tcp = false;
+  bool no_redis = false;
+};
+
+std::vector<uint64_t> ParseList(const std::string& text) {
+  std::vector<uint64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) out.push_back(ParseSize(item).value_or(0));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+Status RunMasterMode(const Flags& f) {
+  store::MasterBenchOptions o;
+  o.threads = f.threads;
+  o.keys_per_thread = f.keys;
+  o.batch = f.batch;
+  std::unique_ptr<store::MasterServer> server;
+  std::string address = f.master;
+  if (address.empty()) {
+    store::MasterServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.enable_metrics = false;
+    ASSIGN_OR_RETURN(server, store::MasterServer::Start(so));
+    address = "127.0.0.1:" + std::to_string(server->port());
+  }
+  std::printf("| target | op | objects/s | calls/s |\n|---|---|---|---|\n");
+  for (const std::string& target : {std::string(), address}) {
+    o.master_address = target;
+    ASSIGN_OR_RETURN(auto results, store::RunMasterBench(o));
+    for (const auto& r : results) {
+      std::printf("| %s | %s | %.0f | %.0f |\n", target.empty() ? "logic (in-process)" : "gRPC",
+                  r.op.c_str(), r.ops_per_s, r.rpcs_per_s);
+    }
+    std::fflush(stdout);
+  }
+  return OkStatus();
+}
+
+MooncakeConfig BenchConfig(const Flags& f, uint64_t segment, uint64_t local_buffer) {
+  MooncakeConfig c;
+  c.master_server_address = f.master;
+  c.metadata_server = f.metadata;
+  c.metadata = ParseMetadataServer(f.metadata).value_or(MetadataServerSpec{});
+  c.global_segment_size = segment;
+  c.local_buffer_size = local_buffer;
+  return c;
+}
+
+Status RunHolderMode(const Flags& f) {
+  ASSIGN_OR_RETURN(uint64_t segment, ParseSize(f.segment_size));
+  store::ClientOptions o;
+  o.config = BenchConfig(f, segment, 1 << 20);
+  o.tcp_only = f.tcp;
+  ASSIGN_OR_RETURN(auto client, store::Client::Create(o));
+  std::printf("holder ready %s\n", client->segment_name().c_str());
+  std::fflush(stdout);
+  std::string line;
+  while (std::getline(std::cin, line)) {
+  }
+  return OkStatus();
+}
+
+// A child process whose stdin we hold: it exits when we close it.
+struct Child {
+  pid_t pid = -1;
+  int stdin_fd = -1;
+  ~Child() {
+    if (stdin_fd >= 0) close(stdin_fd);
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+StatusOr<std::unique_ptr<Child>> Spawn(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return ErrnoToStatus(errno, "pipe");
+  auto child = std::make_unique<Child>();
+  child->pid = fork();
+  if (child->pid < 0) return ErrnoToStatus(errno, "fork");
+  if (child->pid == 0) {
+    dup2(fds[0], 0);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[0]);
+  child->stdin_fd = fds[1];
+  return child;
+}
+
+Status RunDataMode(Flags f) {
+  store::DataBenchOptions o;
+  o.sizes = ParseList(f.sizes);
+  o.clients.clear();
+  for (uint64_t c : ParseList(f.clients)) o.clients.push_back(static_cast<int>(c));
+  o.runs = f.runs;
+  ASSIGN_OR_RETURN(o.bytes_per_run, ParseSize(f.bytes_per_run));
+  // A master in this process, with a short read lease so that each run can
+  // clear the pool after its reads.
+  store::MasterServerOptions so;
+  so.host = "127.0.0.1";
+  so.port = 0;
+  so.enable_metrics = false;
+  so.enable_http_metadata_server = true;
+  so.http_metadata_server_port = 0;
+  so.master.default_kv_lease_ttl_ms = 200;
+  o.settle_ms = 250;
+  ASSIGN_OR_RETURN(auto master, store::MasterServer::Start(so));
+  f.master = "127.0.0.1:" + std::to_string(master->port());
+  f.metadata = master->metadata_url();
+
+  std::vector<std::string> argv = {"/proc/self/exe", "store-bench", "--mode", "holder", "--master",
+                                   f.master, "--metadata", f.metadata, "--segment-size",
+                                   f.segment_size};
+  if (f.tcp) argv.push_back("--tcp");
+  ASSIGN_OR_RETURN(auto holder, Spawn(argv));
+  // Wait until the holder's segment is mounted.
+  for (int i = 0; i < 200 && master->core().Stats().segments == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (master->core().Stats().segments == 0) {
+    return UnavailableError("store-bench: the holder process did not mount its segment");
+  }
+  store::ClientOptions co;
+  co.config = BenchConfig(f, 0, 64 << 20);
+  co.tcp_only = f.tcp;
+  ASSIGN_OR_RETURN(auto client, store::Client::Create(co));
+  ASSIGN_OR_RETURN(auto store_rows, store::RunStoreDataBench(*client, o));
+  client.reset();
+  holder.reset();
+
+  std::vector<store::DataBenchRow> redis_rows;
+  if (!f.no_redis) {
+    uint16_t port = 0;
+    {
+      // A free port: bind to 0 and read it back.
+      ASSIGN_OR_RETURN(auto probe, store::MasterServer::Start([] {
+        store::MasterServerOptions p;
+        p.host = "127.0.0.1";
+        p.port = 0;
+        p.enable_metrics = false;
+        return p;
+      }()));
+      port = probe->port();
+    }
+    ASSIGN_OR_RETURN(auto redis,
+                     Spawn({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--loglevel", "warning"}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSIGN_OR_RETURN(redis_rows, store::RunRedisDataBench("127.0.0.1", port, o));
+  }
+  std::map<std::tuple<std::string, uint64_t, int>, store::DataBenchRow> redis_by;
+  for (const auto& r : redis_rows) redis_by[{r.op, r.size, r.clients}] = r;
+  std::printf("transport: %s; medians of %d runs\n", f.tcp ? "tcp" : "shared memory", o.runs);
+  std::printf("| op | value | clients | crescent ops/s | crescent GB/s | redis ops/s | redis GB/s | ratio |\n"
+              "|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : store_rows) {
+    auto it = redis_by.find({r.op, r.size, r.clients});
+    double rops = it == redis_by.end() ? 0 : it->second.ops_per_s;
+    double rgb = it == redis_by.end() ? 0 : it->second.gb_per_s;
+    std::printf("| %s | %s | %d | %.0f | %.2f | %.0f | %.2f | %.2fx |\n", r.op.c_str(),
+                FormatSize(r.size).c_str(), r.clients, r.ops_per_s, r.gb_per_s, rops, rgb,
+                rops > 0 ? r.ops_per_s / rops : 0.0);
+  }
+  std::fflush(stdout);
+  return OkStatus();
+}
+
+Status RunStoreBench(const Flags& f) {
+  if (f.mode == "master") return RunMasterMode(f);
+  if (f.mode == "holder") return RunHolderMode(f);
+  if (f.mode == "data") return RunDataMode(f);
+  return InvalidArgumentError("--mode '" + f.mode + "' is not one of: data, master, holder");
+}
+
+void Setup(CLI::App& root) {
+  auto* cmd = root.add_subcommand("store-bench", "Throughput of the KV store beside Redis");
+  auto flags = std::make_shared<Flags>();
+  cmd->add_option("--mode", flags->mode, "data | master | holder")->capture_default_str();
+  cmd->add_option("--master", flags->master, "host:port of a running master (master mode)");
+  cmd->add_option("--metadata", flags->metadata, "metadata_server URL (holder mode)");
+  cmd->add_option("--threads", flags->threads, "Concurrent clients (master mode)")->capture_default_str();
+  cmd->add_option("--keys", flags->keys, "Keys per thread (master mode)")->capture_default_str();
+  cmd->add_option("--batch", flags->batch, "Items per batch RPC (master mode)")->capture_default_str();
+  cmd->add_option("--sizes", flags->sizes, "Value sizes (data mode)")->capture_default_str();
+  cmd->add_option("--clients", flags->clients, "Concurrent clients (data mode)")->capture_default_str();
+  cmd->add_option("--runs", flags->runs, "Runs per point; medians reported")->capture_default_str();
+  cmd->add_option("--segment-size", flags->segment_size, "Memory the holder contributes")
+      ->capture_default_str();
+  cmd->add_option("--bytes-per-run", flags->bytes_per_run, "Bytes each phase moves")
+      ->capture_default_str();
+  cmd->add_flag("--tcp", flags->tcp, "Force tcp between the processes (no shared memory)");
+  cmd->add_flag("--no-redis", flags->no_redis, "Skip the Redis reference");
+  cmd->callback([flags] { ExitWith(RunStoreBench(*flags)); });
+}
+
+}  // namespace
+CRESCENT_REGISTER_COMMAND(store_bench, Setup);
+}  // namespace crescent::apps

@@ -1,0 +1,46 @@
+// Data-path throughput of the store beside Redis, for `crescent
+// store-bench`: put and get of each value size at each client count, N
+// runs each, medians reported. Store clients are threads sharing one
+// Client and putting from / getting into registered buffers (PutFrom /
+// GetInto); Redis clients are threads with one hiredis connection each,
+// SET/GET one at a time, the same keys, sizes and counts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "store/client.h"
+
+namespace crescent::store {
+
+struct DataBenchOptions {
+  std::vector<uint64_t> sizes = {4096, 256 << 10, 1 << 20};
+  std::vector<int> clients = {1, 8, 32};
+  int runs = 3;
+  // Each run moves about this many bytes per phase (fewer ops for large
+  // values), at most max_ops and at least min_ops operations.
+  uint64_t bytes_per_run = 256ull << 20;
+  uint64_t max_ops = 40000;
+  uint64_t min_ops = 64;
+  // Waited between runs so that the reads' leases end and RemoveAll can
+  // clear the pool (the bench's master runs with a short lease).
+  int64_t settle_ms = 0;
+};
+
+struct DataBenchRow {
+  std::string system;  // "crescent" or "redis"
+  std::string op;      // "put" or "get"
+  uint64_t size = 0;
+  int clients = 0;
+  double ops_per_s = 0;  // median over runs
+  double gb_per_s = 0;
+};
+
+StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client,
+                                                      const DataBenchOptions& options);
+StatusOr<std::vector<DataBenchRow>> RunRedisDataBench(const std::string& host, uint16_t port,
+                                                      const DataBenchOptions& options);
+
+}  // namespace crescent::store
