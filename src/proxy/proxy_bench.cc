@@ -53,6 +53,7 @@ struct Proc {
 };
 
 int g_fake_threads = 1;
+bool g_no_prefill = false;  // streams: a proxy with the decode instance only
 int g_client_threads = 1;
 
 Proc Fake(std::string name, int interval_ms) {
@@ -281,7 +282,7 @@ class StreamLoad {
 int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc p = Fake("p0", 0);
   Proc d = Fake("d0", interval_ms);
-  Proc proxy = Proxy({p.addr()}, {d.addr()});
+  Proc proxy = g_no_prefill ? Proxy({}, {d.addr()}) : Proxy({p.addr()}, {d.addr()});
   fmt::print(
       "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
       "ramp; proxy 1P1D, 1 io thread + 1 upstream io thread; client {} thread(s), fake decode {} "
@@ -329,6 +330,7 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") seconds = v;
     else if (k == "--fake-threads") g_fake_threads = v;
     else if (k == "--client-threads") g_client_threads = v;
+    else if (k == "--no-prefill") g_no_prefill = v != 0;
   }
   signal(SIGPIPE, SIG_IGN);
   if (mode == "latency") return Latency(rounds);
