@@ -8,6 +8,7 @@
 //       prints p50/p90/p99 of each and the proxy's added latency.
 //   crescent_proxy_bench streams [--concurrency C] [--tokens T] [--interval-ms I]
 //                                [--seconds S] [--fake-threads K] [--client-threads K]
+//                                [--proxy-threads K] [--no-prefill 1]
 //       C SSE streams kept open (T tokens each, one every I ms; a finished
 //       stream is replaced at once) for S seconds, direct and then through
 //       a 1P1D proxy; prints streams done, events/s, time to first event,
@@ -53,7 +54,8 @@ struct Proc {
 };
 
 int g_fake_threads = 1;
-bool g_no_prefill = false;  // streams: a proxy with the decode instance only
+bool g_no_prefill = false;
+int g_proxy_threads = 1;  // --io-threads and --upstream-io-threads of the proxy  // streams: a proxy with the decode instance only
 int g_client_threads = 1;
 
 Proc Fake(std::string name, int interval_ms) {
@@ -73,7 +75,9 @@ Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::strin
   Proc p;
   p.port = crescent::testing::FreePort();
   std::vector<std::string> argv = {crescent::testing::CrescentBin(), "proxy", "--host", "127.0.0.1",
-                                   "--port", std::to_string(p.port)};
+                                   "--port", std::to_string(p.port), "--io-threads",
+                                   std::to_string(g_proxy_threads), "--upstream-io-threads",
+                                   std::to_string(g_proxy_threads)};
   if (!prefill.empty()) {
     argv.push_back("--prefill");
     argv.insert(argv.end(), prefill.begin(), prefill.end());
@@ -331,6 +335,7 @@ int main(int argc, char** argv) {
     else if (k == "--fake-threads") g_fake_threads = v;
     else if (k == "--client-threads") g_client_threads = v;
     else if (k == "--no-prefill") g_no_prefill = v != 0;
+    else if (k == "--proxy-threads") g_proxy_threads = v;
   }
   signal(SIGPIPE, SIG_IGN);
   if (mode == "latency") return Latency(rounds);
