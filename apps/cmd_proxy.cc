@@ -12,12 +12,8 @@
 
 #include "apps/command.h"
 #include "common/logging.h"
-#include "proxy/proxy.h"
-
-#if __has_include("model/tokenizer/tokenizer.h")
 #include "model/tokenizer/tokenizer.h"
-#define CRESCENT_PROXY_HAS_TOKENIZER 1
-#endif
+#include "proxy/proxy.h"
 
 namespace crescent::apps {
 namespace {
@@ -36,6 +32,7 @@ struct ProxyFlags {
   int upstream_timeout_s = 600;
   int prefill_attempts = 2;
   int decode_attempts = 3;
+  int prefill_timeout_s = 60;
 };
 
 bool FileExists(const std::string& path) {
@@ -57,22 +54,22 @@ Status RunProxy(const ProxyFlags& f) {
   o.probe_timeout = std::chrono::milliseconds(f.probe_timeout_ms);
   o.upstream_timeout = std::chrono::seconds(f.upstream_timeout_s);
   o.prefill_attempts = f.prefill_attempts;
+  o.prefill_timeout = std::chrono::seconds(f.prefill_timeout_s);
   o.decode_attempts = f.decode_attempts;
   if (const char* key = std::getenv("ADMIN_API_KEY")) o.admin_api_key = key;
 
-  std::shared_ptr<const void> tokenizer_holder;
-  if (!f.model.empty() && FileExists(f.model + "/tokenizer.json")) {
-#ifdef CRESCENT_PROXY_HAS_TOKENIZER
-    ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(f.model));
-    std::shared_ptr<Tokenizer> shared(std::move(tok));
-    o.tokenize = [shared](std::string_view text) { return shared->Encode(text); };
-    spdlog::info("proxy: cache-aware routing hashes tokens of {}/tokenizer.json", f.model);
-#else
-    spdlog::info("proxy: built without the tokenizer; cache-aware routing hashes prompt bytes");
-#endif
-  } else if (o.scheduling == proxy::PolicyKind::kCacheAware) {
-    spdlog::info("proxy: no tokenizer.json under --model '{}'; cache-aware routing hashes prompt "
-                 "bytes", f.model);
+  // Only cache_aware routing reads prompts as tokens.
+  if (o.scheduling == proxy::PolicyKind::kCacheAware) {
+    if (!f.model.empty() && FileExists(f.model + "/tokenizer.json")) {
+      ASSIGN_OR_RETURN(auto tok, Tokenizer::Load(f.model));
+      std::shared_ptr<Tokenizer> shared(std::move(tok));
+      o.tokenize = [shared](std::string_view text) { return shared->Encode(text); };
+      spdlog::info("proxy: cache-aware routing hashes tokens of {}/tokenizer.json", f.model);
+    } else {
+      spdlog::info("proxy: no tokenizer.json under --model '{}'; cache-aware routing hashes "
+                   "prompt bytes",
+                   f.model);
+    }
   }
 
   // Block the signals before any thread starts so that sigwait gets them.
@@ -119,6 +116,9 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--prefill-attempts", f->prefill_attempts,
                   "Prefill instances tried before the decode instance prefills itself")
+      ->capture_default_str();
+  cmd->add_option("--prefill-timeout-s", f->prefill_timeout_s,
+                  "A prefill unanswered this long goes to the next instance (or the decode prefills)")
       ->capture_default_str();
   cmd->add_option("--decode-attempts", f->decode_attempts,
                   "Decode instances tried before the client gets an error")

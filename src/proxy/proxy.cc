@@ -48,6 +48,7 @@ void Prober::Run() {
     }
     for (auto& t : tasks) t();
     if (std::chrono::steady_clock::now() >= next_round) {
+      ExpireSlowPrefills(core_);
       ProbeRound();
       next_round = std::chrono::steady_clock::now() + core_.options.probe_interval;
     }

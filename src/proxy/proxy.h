@@ -68,8 +68,12 @@ struct ProxyOptions {
   // Upstream requests: connect timeout, and the longest wait for a response
   // head or between two body bytes (a non-streaming response arrives whole
   // at the end of generation, so keep it long).
-  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds upstream_timeout{600000};
+  // A prefill attempt still unanswered after this is abandoned (the next
+  // instance, or the decode instance, takes over): catches an instance that
+  // answers /health but hangs on requests. Checked each probe_interval.
+  std::chrono::milliseconds prefill_timeout{60000};
   int prefill_attempts = 2;  // instances tried before the decode prefills itself
   int decode_attempts = 3;   // instances tried before the client gets an error
 

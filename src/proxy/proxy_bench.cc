@@ -8,6 +8,7 @@
 //       prints p50/p90/p99 of each and the proxy's added latency.
 //   crescent_proxy_bench streams [--concurrency C] [--tokens T] [--interval-ms I]
 //                                [--seconds S] [--fake-threads K] [--client-threads K]
+//                                [--proxy-threads K] [--no-prefill 1]
 //       C SSE streams kept open (T tokens each, one every I ms; a finished
 //       stream is replaced at once) for S seconds, direct and then through
 //       a 1P1D proxy; prints streams done, events/s, time to first event,
@@ -53,6 +54,8 @@ struct Proc {
 };
 
 int g_fake_threads = 1;
+bool g_no_prefill = false;
+int g_proxy_threads = 1;  // --io-threads and --upstream-io-threads of the proxy  // streams: a proxy with the decode instance only
 int g_client_threads = 1;
 
 Proc Fake(std::string name, int interval_ms) {
@@ -72,7 +75,9 @@ Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::strin
   Proc p;
   p.port = crescent::testing::FreePort();
   std::vector<std::string> argv = {crescent::testing::CrescentBin(), "proxy", "--host", "127.0.0.1",
-                                   "--port", std::to_string(p.port)};
+                                   "--port", std::to_string(p.port), "--io-threads",
+                                   std::to_string(g_proxy_threads), "--upstream-io-threads",
+                                   std::to_string(g_proxy_threads)};
   if (!prefill.empty()) {
     argv.push_back("--prefill");
     argv.insert(argv.end(), prefill.begin(), prefill.end());
@@ -155,7 +160,8 @@ int Latency(int rounds) {
 
 struct StreamStats {
   int ok = 0, failed = 0;
-  int64_t events = 0;
+  int64_t events = 0;      // of the streams measured
+  int64_t all_events = 0;  // of every stream, ramp included
   double seconds = 0;
   std::vector<double> first_ms, max_gap_ms;
   std::string last_error;
@@ -238,6 +244,7 @@ class StreamLoad {
     {
       std::lock_guard lock(mu_);
       bool counted = one.start >= measure_from_;
+      stats_.all_events += one.events;
       if (s.ok() && one.events == tokens_ + 1) {  // T tokens and [DONE], no error event
         if (counted) {
           stats_.ok++;
@@ -279,7 +286,7 @@ class StreamLoad {
 int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc p = Fake("p0", 0);
   Proc d = Fake("d0", interval_ms);
-  Proc proxy = Proxy({p.addr()}, {d.addr()});
+  Proc proxy = g_no_prefill ? Proxy({}, {d.addr()}) : Proxy({p.addr()}, {d.addr()});
   fmt::print(
       "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
       "ramp; proxy 1P1D, 1 io thread + 1 upstream io thread; client {} thread(s), fake decode {} "
@@ -287,7 +294,7 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
       concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
   fmt::print(
       "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
-      "p99 ms | proxy CPU (cores) |\n|---|---|---|---|---|---|---|\n");
+      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) |\n|---|---|---|---|---|---|---|---|\n");
   for (int pass = 0; pass < 2; ++pass) {
     uint16_t port = pass == 0 ? d.port : proxy.port;
     double cpu0 = CpuSeconds(proxy.proc->pid());
@@ -296,10 +303,12 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
     double wall = std::chrono::duration<double>(Clock::now() - w0).count();
     double cpu = CpuSeconds(proxy.proc->pid()) - cpu0;
     StreamStats st = load.stats();
-    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} |\n",
+    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} |\n",
                pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
                Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
-               Pct(st.max_gap_ms, 0.99), cpu / wall);
+               Pct(st.max_gap_ms, 0.99), cpu / wall,
+               pass == 0 ? std::string("-")
+                         : fmt::format("{:.1f}", 1e6 * cpu / std::max<int64_t>(1, st.all_events)));
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
     std::fflush(stdout);
   }
@@ -325,6 +334,8 @@ int main(int argc, char** argv) {
     else if (k == "--seconds") seconds = v;
     else if (k == "--fake-threads") g_fake_threads = v;
     else if (k == "--client-threads") g_client_threads = v;
+    else if (k == "--no-prefill") g_no_prefill = v != 0;
+    else if (k == "--proxy-threads") g_proxy_threads = v;
   }
   signal(SIGPIPE, SIG_IGN);
   if (mode == "latency") return Latency(rounds);

@@ -84,6 +84,9 @@ void HandleInference(std::shared_ptr<Proxy::Core> core, Endpoint endpoint, http:
 void AbandonInstance(Proxy::Core& core, Role role, const std::string& address,
                      const std::string& reason);
 
+// Abandons prefill attempts older than options.prefill_timeout (relay.cc).
+void ExpireSlowPrefills(Proxy::Core& core);
+
 // Admin API, /status, /health, /v1/models, /metrics (admin.cc).
 void RegisterControlRoutes(const std::shared_ptr<Proxy::Core>& core, http::Server& server);
 // Models an instance serves, from GET /v1/models (blocking; prober thread).

@@ -18,6 +18,15 @@ namespace {
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// True when the instance refused or reset the connection before answering:
+// it is down, take it out of rotation now. A connect *timeout* is not that
+// (an overloaded instance or proxy): the request moves on, the probes judge.
+// The HTTP library reports both as UNAVAILABLE; only the message differs.
+bool Unreachable(const Status& s, int http_status) {
+  return !s.ok() && s.code() == StatusCode::kUnavailable && http_status == 0 &&
+         s.message().find("timed out") == std::string::npos;
+}
+
 // A prefill response is read and dropped; keep only this much for logs.
 constexpr size_t kMaxPrefillBodyKept = 4096;
 
@@ -62,6 +71,19 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     h->Cancel();
   }
 
+  // The prefill attempt in progress started before `deadline`: give up on it.
+  void ExpirePrefill(Clock::time_point started_before) {
+    std::shared_ptr<http::StreamHandle> h;
+    {
+      std::lock_guard lock(mu_);
+      if (!in_prefill_ || !handle_ || prefill_started_ >= started_before) return;
+      abandoned_ = fmt::format("prefill on {} unanswered after {} ms", lease_.address(),
+                               core_->options.prefill_timeout.count());
+      h = handle_;
+    }
+    h->Cancel();
+  }
+
  private:
   enum class Mode { kBuffer, kStream, kError };
 
@@ -93,7 +115,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void StartPrefill() {
     if (prefill_tries_ >= core_->options.prefill_attempts) return SkipPrefill("attempts exhausted");
     auto lease = core_->router.Pick(Role::kPrefill, prefill_info_, tried_prefill_);
-    if (!lease.ok()) return SkipPrefill(lease.status().message());
+    if (!lease.ok()) return SkipPrefill("no prefill instance available");
     prefill_tries_++;
     tried_prefill_.push_back(lease->instance_id());
     prefill_log_ += (prefill_log_.empty() ? "" : ",") + lease->address();
@@ -105,6 +127,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       if (!gone_) {
         attempt = ++attempt_;
         lease_ = std::move(*lease);
+        in_prefill_ = true;
+        prefill_started_ = Clock::now();
         prefill_status_ = 0;
         prefill_body_.clear();
       }
@@ -139,8 +163,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       if (attempt != attempt_) return;
       handle_.reset();
       lease = std::move(lease_);
+      in_prefill_ = false;
       gone = gone_;
-      if (!abandoned_.empty()) s = UnavailableError(std::exchange(abandoned_, {}));
+      if (!abandoned_.empty()) s = DeadlineExceededError(std::exchange(abandoned_, {}));
       status = prefill_status_;
       body = std::move(prefill_body_);
     }
@@ -159,7 +184,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       return StartDecode();
     }
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, body.substr(0, 300))) : s;
-    bool unreachable = !s.ok() && s.code() == StatusCode::kUnavailable && status == 0;
+    bool unreachable = Unreachable(s, status);
     core_->metrics.upstream_failures[0]++;
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: prefill on {} failed: {}", id_, lease.address(), err.ToString());
@@ -297,7 +322,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     }
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, buffered_.substr(0, 300)))
                         : s;
-    bool unreachable = !s.ok() && s.code() == StatusCode::kUnavailable && status == 0;
+    bool unreachable = Unreachable(s, status);
     core_->metrics.upstream_failures[1]++;
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: decode on {} failed{}: {}", id_, lease.address(),
@@ -430,6 +455,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   bool gone_ = false;
   bool finished_ = false;
   bool began_ = false;  // bytes went to the client
+  bool in_prefill_ = false;
+  Clock::time_point prefill_started_;
   Mode mode_ = Mode::kBuffer;
   int up_status_ = 0;
   int prefill_status_ = 0;
@@ -470,6 +497,17 @@ void HandleInference(std::shared_ptr<Proxy::Core> core, Endpoint endpoint, http:
                                        std::move(*parsed), std::move(prefill), std::move(decode),
                                        std::move(id));
   ex->Run();
+}
+
+void ExpireSlowPrefills(Proxy::Core& core) {
+  std::vector<std::shared_ptr<Exchange>> live;
+  {
+    std::lock_guard lock(core.exchanges_mu);
+    for (auto& [p, w] : core.exchanges)
+      if (auto s = w.lock()) live.push_back(std::move(s));
+  }
+  auto cutoff = Clock::now() - core.options.prefill_timeout;
+  for (auto& ex : live) ex->ExpirePrefill(cutoff);
 }
 
 void AbandonInstance(Proxy::Core& core, Role role, const std::string& address,
