@@ -112,9 +112,9 @@ Status RunServe(const ServeOptions& o) {
   auto loaded = model::LoadModel(o.model, bo);
   if (!loaded.ok() && o.device == "cuda" && loaded.status().code() == StatusCode::kUnimplemented)
     return FailedPreconditionError(
-        "--device cuda: this crescent binary was built without the CUDA backend (configure "
-        "with nvcc on the PATH or -DCRESCENT_CUDA=ON), or use --device cpu; " +
-        loaded.status().message());
+        "--device cuda: this crescent binary has no CUDA model backend (the model runtime "
+        "reports: " +
+        loaded.status().message() + "); use --device cpu");
   RETURN_IF_ERROR(loaded.status());
   std::unique_ptr<model::Backend> backend = std::move(loaded).value();
 
