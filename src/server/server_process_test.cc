@@ -383,6 +383,15 @@ TEST(ServeTokenizerTest, ChatTextTokenizeAndDetokenize) {
 
   json msgs = {{{"role", "user"}, {"content", "Hi"}}};
   json chat_tok = serve->PostJson("/tokenize", {{"messages", msgs}, {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  // tools and chat_template_kwargs reach the template (Qwen3's template
+  // lists the tools, and writes an empty think block without thinking).
+  json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}}}}])");
+  json plain_tok = serve->PostJson("/tokenize", {{"messages", msgs}});
+  json tools_tok = serve->PostJson("/tokenize", {{"messages", msgs}, {"tools", tools}});
+  EXPECT_GT(tools_tok["count"].get<int>(), plain_tok["count"].get<int>() + 10);
+  EXPECT_GT(chat_tok["count"].get<int>(), plain_tok["count"].get<int>());
   json chat = serve->PostJson("/v1/chat/completions",
                               {{"model", "alias"}, {"messages", msgs}, {"max_completion_tokens", 5},
                                {"temperature", 0}, {"ignore_eos", true}, {"logprobs", true}, {"top_logprobs", 3},
