@@ -75,10 +75,10 @@ Status RunGenerate(const GenerateOptions& o) {
     const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), next) !=
                      config.eos_token_ids.end();
     if ((eos && !o.ignore_eos) || step + 1 == o.max_tokens) break;
-    RETURN_IF_ERROR(backend->Forward({{{std::span(seq).last(1),
-                                        static_cast<int32_t>(seq.size() - 1), table,
-                                        model::LogitsMode::kLast}}},
-                                     &out));
+    RETURN_IF_ERROR(
+        backend->Forward({{{std::span(seq).last(1), static_cast<int32_t>(seq.size() - 1), table,
+                            model::LogitsMode::kLast}}},
+                         &out));
   }
   auto t2 = Clock::now();
   for (size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? "," : "", generated[i]);
@@ -86,7 +86,8 @@ Status RunGenerate(const GenerateOptions& o) {
   const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr,
-               "generate: %s %s, prompt %zu tokens in %.3f s (%.1f tok/s), %zu new tokens, "
+               "generate: %s %s, prompt %zu tokens in %.3f s (%.1f tok/s), %zu "
+               "new tokens, "
                "decode %.1f tok/s\n",
                std::string(model::ArchitectureName(config.arch)).c_str(),
                std::string(backend->name()).c_str(), prompt.size(), prefill_s,
@@ -95,7 +96,8 @@ Status RunGenerate(const GenerateOptions& o) {
   if (!o.dump_logits.empty()) {
     std::ofstream f(o.dump_logits);
     if (!f) return ErrnoToStatus(errno, "--dump-logits: create " + o.dump_logits);
-    // {"prompt": [...], "tokens": [...], "logits": [[vocab floats] per generated token]}
+    // {"prompt": [...], "tokens": [...], "logits": [[vocab floats] per
+    // generated token]}
     auto ints = [&](const std::vector<int32_t>& v) {
       std::string s = "[";
       for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
@@ -126,8 +128,7 @@ void Setup(CLI::App& root) {
   cmd->add_option("--max-tokens", o->max_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--dump-logits", o->dump_logits,
                   "Write the logits of every generated token as JSON to FILE");
-  cmd->add_option("--threads", o->threads, "Compute threads (0 = all CPUs)")
-      ->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Compute threads (0 = all CPUs)")->capture_default_str();
   cmd->add_option("--kv-block-size", o->kv_block_size, "Tokens per KV block")
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past an end-of-sequence token");

@@ -53,9 +53,9 @@ void Setup(CLI::App& root) {
     o->tokenizer_dir = FindTokenizerDir(*tok);
     ExitWith(model::MakeModel(*o));
     std::fprintf(stderr, "make-model: wrote %s (%s)%s\n", o->out_dir.c_str(), o->shape.c_str(),
-                 o->tokenizer_dir.empty()
-                     ? "; no tokenizer files found (run scripts/setup or pass --tokenizer-dir)"
-                     : (", tokenizer from " + o->tokenizer_dir).c_str());
+                 o->tokenizer_dir.empty() ? "; no tokenizer files found (run scripts/setup or pass "
+                                            "--tokenizer-dir)"
+                                          : (", tokenizer from " + o->tokenizer_dir).c_str());
   });
 }
 

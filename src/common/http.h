@@ -195,6 +195,14 @@ class Client {
                                 std::string content_type = "application/json");
   StatusOr<ClientResponse> Delete(std::string target);
 
+  // Blocking streaming (e.g. a benchmark reading SSE in its own thread):
+  // hands the body to `on_data` piece by piece as it arrives, in the
+  // calling thread; returns status and headers (body left empty). Here
+  // options.timeout is the longest wait for the head and between two
+  // pieces. `on_data` returning false aborts with CANCELLED.
+  StatusOr<ClientResponse> SendStreaming(const ClientRequest& request,
+                                         const std::function<bool(std::string_view)>& on_data);
+
   const std::string& address() const;  // "host:port"
 
  private:

@@ -197,10 +197,14 @@ Client::~Client() = default;
 
 const std::string& Client::address() const { return impl_->address; }
 
-StatusOr<ClientResponse> Client::Send(const ClientRequest& request) {
-  Impl& im = *impl_;
+namespace {
+
+// One request on a pooled connection of `im`, run in the calling thread.
+template <typename Impl>
+StatusOr<ClientResponse> RunSync(Impl& im, const ClientRequest& request, bool streaming,
+                                 const std::function<bool(std::string_view)>* on_data) {
   for (int attempt = 0;; ++attempt) {
-    std::unique_ptr<Impl::SyncConn> sc;
+    std::unique_ptr<typename Impl::SyncConn> sc;
     {
       std::lock_guard lock(im.mu);
       if (!im.idle.empty()) {
@@ -208,25 +212,27 @@ StatusOr<ClientResponse> Client::Send(const ClientRequest& request) {
         im.idle.pop_back();
       }
     }
-    if (!sc) sc = std::make_unique<Impl::SyncConn>();
+    if (!sc) sc = std::make_unique<typename Impl::SyncConn>();
     ClientResponse resp;
+    bool got_data = false;
     Sink sink{[&](int status, Headers&& h) {
                 resp.status = status;
                 resp.headers = std::move(h);
-                if (auto cl = resp.Header("content-length")) {
+                if (auto cl = resp.Header("content-length"); cl && !on_data) {
                   size_t n = std::strtoull(cl->c_str(), nullptr, 10);
                   if (n <= im.options.max_response_bytes) resp.body.reserve(n);
                 }
                 return true;
               },
               [&](std::string_view d) {
+                got_data = true;
+                if (on_data) return (*on_data)(d);
                 resp.body.append(d);
                 return true;
               }};
     ExchangeResult result;
-    asio::co_spawn(sc->ioc,
-                   Exchange(sc->conn, im.host, im.port, request, im.options, false,
-                            im.options.max_response_bytes, sink),
+    size_t limit = streaming ? std::numeric_limits<uint64_t>::max() : im.options.max_response_bytes;
+    asio::co_spawn(sc->ioc, Exchange(sc->conn, im.host, im.port, request, im.options, streaming, limit, sink),
                    [&](std::exception_ptr e, ExchangeResult r) {
                      if (e) {
                        try {
@@ -247,9 +253,20 @@ StatusOr<ClientResponse> Client::Send(const ClientRequest& request) {
       return resp;
     }
     // A kept-alive connection the server closed meanwhile: retry once, fresh.
-    if (result.retryable && attempt == 0) continue;
+    if (result.retryable && attempt == 0 && !got_data) continue;
     return result.status;
   }
+}
+
+}  // namespace
+
+StatusOr<ClientResponse> Client::Send(const ClientRequest& request) {
+  return RunSync(*impl_, request, false, nullptr);
+}
+
+StatusOr<ClientResponse> Client::SendStreaming(const ClientRequest& request,
+                                               const std::function<bool(std::string_view)>& on_data) {
+  return RunSync(*impl_, request, true, &on_data);
 }
 
 StatusOr<ClientResponse> Client::Get(std::string target) {

@@ -215,6 +215,36 @@ TEST(HttpTest, SseEventsArriveAsWritten) {
   EXPECT_EQ(got, "data: one\n\ndata: two\ndata: lines\n\ndata: [DONE]\n\n");
 }
 
+// The blocking streaming call sees each event before the next is written.
+TEST(HttpTest, BlockingStreamingClient) {
+  std::promise<void> first_seen;
+  auto first_seen_f = first_seen.get_future().share();
+  std::thread producer;
+  auto server = StartServer([&](Server& s) {
+    s.HandleAsync(Method::kGet, "/s", [&](Request, std::shared_ptr<ResponseWriter> w) {
+      w->BeginStream(200, "text/event-stream", {{"X-Request-Id", "r1"}});
+      producer = std::thread([w, first_seen_f] {
+        w->WriteEvent("a");
+        first_seen_f.wait();
+        w->WriteEvent("b");
+        w->End();
+      });
+    });
+  });
+  Client c("127.0.0.1", server->port());
+  std::string got;
+  auto r = c.SendStreaming({Method::kGet, "/s", {}, {}, {}}, [&](std::string_view d) {
+    got.append(d);
+    if (got == "data: a\n\n") first_seen.set_value();
+    return true;
+  });
+  producer.join();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->Header("x-request-id").value_or(""), "r1");
+  EXPECT_EQ(got, "data: a\n\ndata: b\n\n");
+}
+
 // The client going away reaches the handler (to abort its request).
 TEST(HttpTest, ClientCancelFiresOnDisconnect) {
   std::promise<void> disconnected;

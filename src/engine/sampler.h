@@ -50,7 +50,7 @@ void ApplyPenalties(std::span<float> logits, const SamplingParams& params,
 
 // The tokens that survive min_p, top_k and top_p at `temperature` (in that
 // order, as vLLM), with their renormalised probabilities: best first when
-// top_k or top_p is set, in token-id order otherwise.
+// top_k or top_p is set, in no particular order otherwise.
 std::vector<std::pair<int32_t, float>> CandidateDistribution(
     std::span<const float> logits, const SamplingParams& params);
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -68,6 +69,34 @@ TEST(SamplerTest, TemperatureSamplingFollowsTheSoftmax) {
   EXPECT_NEAR(counts[0] / double(n), 0.25 / 0.38, 0.015);
 }
 
+TEST(SamplerTest, ProbabilitiesMatchTheExactSoftmax) {
+  auto logits = RandomLogits(5000, 23);
+  logits[7] = 40.0f;   // a dominant token
+  logits[8] = -60.0f;  // far below: e^-100 underflows to 0
+  SamplingParams p;
+  p.temperature = 0.6f;
+  p.top_k = 5000;  // all tokens, sorted
+  auto cand = CandidateDistribution(logits, p);
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (float l : logits) z += std::exp((l - mx) / 0.6);
+  for (const auto& [t, prob] : cand) {
+    const double exact = std::exp((logits[t] - mx) / 0.6) / z;
+    ASSERT_NEAR(prob, exact, 1e-6 + 1e-5 * exact) << "token " << t;
+  }
+}
+
+TEST(SamplerTest, MaskedTokensAreNeverDrawn) {
+  std::vector<float> logits(10, 0.0f);
+  logits[0] = -std::numeric_limits<float>::infinity();
+  SamplingParams p;
+  p.temperature = 1.0f;
+  SamplerRng rng(5);
+  for (int i = 0; i < 5000; ++i) ASSERT_NE(Draw(logits, p, rng), 0);
+  p.top_p = 0.999f;
+  for (int i = 0; i < 500; ++i) ASSERT_NE(Draw(logits, p, rng), 0);
+}
+
 TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
   // Probabilities 0.4, 0.3, 0.2, 0.1.
   const std::vector<float> logits = {std::log(0.4f), std::log(0.3f), std::log(0.2f), std::log(0.1f)};
@@ -86,6 +115,32 @@ TEST(SamplerTest, TopPKeepsTheSmallestSetReachingP) {
   p.top_p = 0.65f;
   SamplerRng rng(3);
   for (int i = 0; i < 2000; ++i) EXPECT_LE(Draw(logits, p, rng), 1);
+}
+
+// The incremental nucleus selection equals a full sort on a large vocabulary.
+TEST(SamplerTest, TopPOnALargeVocabularyMatchesAFullSort) {
+  for (float top_p : {0.1f, 0.5f, 0.9f, 0.99f}) {
+    auto logits = RandomLogits(20000, 17);
+    SamplingParams p;
+    p.top_p = top_p;
+    p.temperature = 0.7f;
+    auto cand = CandidateDistribution(logits, p);
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    const float mx = logits[ids[0]];
+    double z = 0;
+    for (float l : logits) z += std::exp((l - mx) / 0.7);
+    double cum = 0;
+    size_t keep = 0;
+    while (keep < ids.size()) {
+      cum += std::exp((logits[ids[keep]] - mx) / 0.7) / z;
+      ++keep;
+      if (cum >= top_p - 1e-7) break;
+    }
+    ASSERT_EQ(cand.size(), keep) << "top_p " << top_p;
+    for (size_t i = 0; i < keep; ++i) ASSERT_EQ(cand[i].first, ids[i]) << "top_p " << top_p;
+  }
 }
 
 TEST(SamplerTest, MinPDropsTokensBelowAFractionOfTheBest) {

@@ -8,9 +8,12 @@ namespace crescent::model {
 
 const char* KvDtypeName(KvDtype dtype) {
   switch (dtype) {
-    case KvDtype::kFloat32: return "f32";
-    case KvDtype::kBFloat16: return "bf16";
-    case KvDtype::kFloat16: return "f16";
+    case KvDtype::kFloat32:
+      return "f32";
+    case KvDtype::kBFloat16:
+      return "bf16";
+    case KvDtype::kFloat16:
+      return "f16";
   }
   return "?";
 }
@@ -26,8 +29,8 @@ StatusOr<std::unique_ptr<Backend>> LoadModel(std::string_view model_dir,
   const std::string config_path = std::string(model_dir) + "/config.json";
   auto text = ReadFile(config_path);
   if (!text.ok()) {
-    return Status(text.status().code(),
-                  text.status().message() + " (a model directory holds config.json and "
+    return Status(text.status().code(), text.status().message() +
+                                            " (a model directory holds config.json and "
                                             "model.safetensors, as on the Hugging Face Hub)");
   }
   ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(*text, config_path));

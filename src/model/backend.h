@@ -69,7 +69,7 @@ enum class LogitsMode : uint8_t {
 // One sequence's slice of a batch. Spans are borrowed for the call.
 struct SequenceInput {
   std::span<const int32_t> tokens;  // new token ids [n], n >= 1, each < vocab_size
-  int32_t position = 0;  // position of tokens[0]; tokens occupy [position, position+n)
+  int32_t position = 0;             // position of tokens[0]; tokens occupy [position, position+n)
   // Block ids covering positions [0, position + n): at least
   // ceil((position + n) / block_size) entries, each < num_kv_blocks().
   std::span<const int32_t> block_table;
@@ -90,8 +90,7 @@ struct ForwardOutput {
   std::vector<int32_t> row_begin;
 
   std::span<const float> Row(int32_t row) const {
-    return {logits.data() + static_cast<size_t>(row) * vocab_size,
-            static_cast<size_t>(vocab_size)};
+    return {logits.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};
   }
   // The logits of the last requested row of sequence i (kLast or kAll).
   std::span<const float> LastRow(int32_t seq) const { return Row(row_begin[seq + 1] - 1); }

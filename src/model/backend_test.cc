@@ -87,13 +87,15 @@ TEST(BackendTest, RandomCheckpointsOfOddShapesMatchReference) {
     std::vector<int32_t> prompt;
     for (int i = 0; i < 40; ++i) prompt.push_back((i * 53 + 1) % 300);
     auto ref = Reference(tmp.path(), prompt);
-    auto backend = LoadModel(tmp.path(), {.num_threads = 2, .kv_block_size = 7, .num_kv_blocks = 8});
+    auto backend =
+        LoadModel(tmp.path(), {.num_threads = 2, .kv_block_size = 7, .num_kv_blocks = 8});
     ASSERT_TRUE(backend.ok()) << backend.status().ToString();
     std::vector<int32_t> table = {6, 0, 5, 1, 4, 2};
     ForwardOutput out;
     // 30 tokens at once (sgemm), then 10 one at a time (GEMV).
-    ASSERT_TRUE((*backend)->Forward({{{std::span(prompt).first(30), 0, table, LogitsMode::kAll}}},
-                                    &out).ok());
+    ASSERT_TRUE((*backend)
+                    ->Forward({{{std::span(prompt).first(30), 0, table, LogitsMode::kAll}}}, &out)
+                    .ok());
     for (int p = 0; p < 30; ++p) {
       EXPECT_LT(RelError(out.Row(p), ref[p]), 1e-5) << v.dtype << " position " << p;
     }

@@ -29,10 +29,10 @@ TEST(CommandsTest, GenerateReproducesTransformersGreedy) {
   for (int id : ref["prompt"]) ids += (ids.empty() ? "" : ",") + std::to_string(id);
   TempDir tmp;
   int code = 0;
-  std::string log = RunCrescent({CrescentBin(), "generate", "--model", "tests/data/models/tiny-llama3",
-                         "--prompt-ids", ids, "--max-tokens", "8", "--ignore-eos",
-                         "--dump-logits", tmp.path() + "/logits.json"},
-                        &code);
+  std::string log = RunCrescent(
+      {CrescentBin(), "generate", "--model", "tests/data/models/tiny-llama3", "--prompt-ids", ids,
+       "--max-tokens", "8", "--ignore-eos", "--dump-logits", tmp.path() + "/logits.json"},
+      &code);
   ASSERT_EQ(code, 0) << log;
   std::string expected;
   for (int i = 0; i < 8; ++i) {
@@ -55,16 +55,16 @@ TEST(CommandsTest, MakeModelWritesALoadableCheckpointWithTokenizer) {
   const std::string out = tmp.path() + "/tiny";
   int code = 0;
   std::string log = RunCrescent({CrescentBin(), "make-model", "--shape", "tiny", "--out", out,
-                         "--tokenizer-dir", tmp.path() + "/tok"},
-                        &code);
+                                 "--tokenizer-dir", tmp.path() + "/tok"},
+                                &code);
   ASSERT_EQ(code, 0) << log;
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json",
                         "tokenizer_config.json", "generation_config.json"}) {
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   }
   log = RunCrescent({CrescentBin(), "generate", "--model", out, "--prompt-ids", "151643,9707,11",
-             "--max-tokens", "3", "--ignore-eos"},
-            &code);
+                     "--max-tokens", "3", "--ignore-eos"},
+                    &code);
   ASSERT_EQ(code, 0) << log;
   EXPECT_NE(log.find("Qwen3ForCausalLM"), std::string::npos) << log;
 

@@ -162,8 +162,8 @@ TEST_P(FidelityTest, OddChunksAcrossBlocks) {
     for (int i = 0; p < c.prompt.size(); ++i) {
       const size_t n = std::min<size_t>(chunk_sizes[i % 5], c.prompt.size() - p);
       blocks.Cover(table, p + n, block_size);
-      ForwardBatch batch{{{std::span(c.prompt).subspan(p, n), static_cast<int32_t>(p), table,
-                           LogitsMode::kAll}}};
+      ForwardBatch batch{
+          {{std::span(c.prompt).subspan(p, n), static_cast<int32_t>(p), table, LogitsMode::kAll}}};
       ForwardOutput out;
       ASSERT_TRUE(backend->Forward(batch, &out).ok());
       ExpectPositions(c, p, out, 0, "chunked");
@@ -188,7 +188,8 @@ TEST_P(FidelityTest, BatchedWithOtherSequences) {
     for (size_t i = 0; i < n; ++i) {
       const Case& c = cases_[i];
       if (done[i] == c.prompt.size()) continue;
-      // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19 or 28.
+      // Sequence i takes chunks of (i + step) % 4 * 9 + 1 tokens: 1, 10, 19
+      // or 28.
       const size_t len = std::min<size_t>((i + step) % 4 * 9 + 1, c.prompt.size() - done[i]);
       blocks.Cover(tables[i], done[i] + len, block_size);
       batch.sequences.push_back({std::span(c.prompt).subspan(done[i], len),
@@ -224,15 +225,15 @@ TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
     for (size_t step = 0; step < c.greedy.size(); ++step) {
       const int32_t next = Argmax(out.LastRow(0));
       if (c.margins[step] < margin_tolerance) break;  // may legitimately differ from here on
-      ASSERT_EQ(next, c.greedy[step]) << GetParam() << " prompt of " << c.prompt.size()
-                                      << " step " << step;
+      ASSERT_EQ(next, c.greedy[step])
+          << GetParam() << " prompt of " << c.prompt.size() << " step " << step;
       ++compared;
       seq.push_back(next);
       blocks.Cover(table, seq.size(), block_size);
-      ASSERT_TRUE(backend->Forward({{{std::span(seq).last(1),
-                                      static_cast<int32_t>(seq.size() - 1), table,
-                                      LogitsMode::kLast}}},
-                                   &out)
+      ASSERT_TRUE(backend
+                      ->Forward({{{std::span(seq).last(1), static_cast<int32_t>(seq.size() - 1),
+                                   table, LogitsMode::kLast}}},
+                                &out)
                       .ok());
     }
   }

@@ -34,9 +34,7 @@ enum class KvDtype : uint8_t {
   kFloat16 = 2,   // reserved
 };
 
-inline constexpr size_t KvDtypeSize(KvDtype dtype) {
-  return dtype == KvDtype::kFloat32 ? 4 : 2;
-}
+inline constexpr size_t KvDtypeSize(KvDtype dtype) { return dtype == KvDtype::kFloat32 ? 4 : 2; }
 const char* KvDtypeName(KvDtype dtype);  // "f32", "bf16", "f16"
 
 inline constexpr int kKvKindKey = 0;
@@ -55,9 +53,7 @@ struct KvBlockLayout {
   KvDtype dtype = KvDtype::kFloat32;
 
   // Elements of one [slot][dim] plane of one (layer, kind, head): B * D.
-  constexpr size_t PlaneElements() const {
-    return static_cast<size_t>(block_size) * head_dim;
-  }
+  constexpr size_t PlaneElements() const { return static_cast<size_t>(block_size) * head_dim; }
   // Elements in one whole block: L * 2 * Hkv * B * D.
   constexpr size_t BlockElements() const {
     return static_cast<size_t>(num_layers) * kKvKinds * num_kv_heads * PlaneElements();

@@ -164,8 +164,8 @@ Status WriteRandomCheckpoint(const ModelConfig& c, std::string_view out_dir, uin
   if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H}, 0.0f, wh);
 
   const std::string dir(out_dir);
-  RETURN_IF_ERROR(WriteSafetensors(
-      dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
+  RETURN_IF_ERROR(
+      WriteSafetensors(dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
         uint64_t state = seed * 0x100000001b3ull + i;
         const auto [mean, width] = dist[i];
         const size_t n = buf.size() / DTypeSize(dtype);
@@ -182,8 +182,9 @@ Status WriteRandomCheckpoint(const ModelConfig& c, std::string_view out_dir, uin
         }
       }));
   ModelConfig written = c;
-  written.torch_dtype = dtype == DType::kBF16 ? "bfloat16" : dtype == DType::kF16 ? "float16"
-                                                                                   : "float32";
+  written.torch_dtype = dtype == DType::kBF16  ? "bfloat16"
+                        : dtype == DType::kF16 ? "float16"
+                                               : "float32";
   std::ofstream(dir + "/config.json") << ModelConfigToJson(written);
   return OkStatus();
 }
@@ -194,8 +195,9 @@ Status MakeModel(const MakeModelOptions& options) {
   RETURN_IF_ERROR(WriteRandomCheckpoint(config, options.out_dir, options.seed, "bf16"));
   {
     std::ofstream gen(options.out_dir + "/generation_config.json");
-    gen << "{\n  \"bos_token_id\": " << config.bos_token_id << ",\n  \"eos_token_id\": "
-        << config.eos_token_ids.front() << ",\n  \"do_sample\": false\n}\n";
+    gen << "{\n  \"bos_token_id\": " << config.bos_token_id
+        << ",\n  \"eos_token_id\": " << config.eos_token_ids.front()
+        << ",\n  \"do_sample\": false\n}\n";
   }
   if (!options.tokenizer_dir.empty()) {
     for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {

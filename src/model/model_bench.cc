@@ -2,7 +2,7 @@
 // memory-bandwidth limit measured in the same run (docs/benchmarks.md).
 //
 //   model_bench --model DIR [--threads 2] [--runs 5] [--decode-steps 16]
-//               [--prompt 512] [--batches 1,8]
+//               [--prompt 512] [--batches 1,8|none] [--make SHAPE]
 //
 // Bandwidth: the median of `runs` passes that read every weight byte of the
 // checkpoint once (AVX-512 sum over the mapped tensors, same threads), so
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/make_model.h"
 #include "model/cpu/thread_pool.h"
 #include "model/safetensors.h"
 
@@ -49,8 +50,8 @@ double ReadBandwidth(const Checkpoint& ckpt, cpu::ThreadPool& pool, uint64_t* by
   uint64_t total = 0;
   for (const TensorView* t : tensors) {
     for (size_t off = 0; off < t->bytes; off += 1 << 20) {
-      pieces.push_back({static_cast<const char*>(t->data) + off,
-                        std::min<size_t>(1 << 20, t->bytes - off)});
+      pieces.push_back(
+          {static_cast<const char*>(t->data) + off, std::min<size_t>(1 << 20, t->bytes - off)});
     }
     total += t->bytes;
   }
@@ -85,17 +86,25 @@ int main(int argc, char** argv) {
   std::string dir;
   int threads = 2, runs = 5, decode_steps = 16, prompt_len = 512;
   std::vector<int> batches = {1, 8};
+  std::string make_shape;  // --make SHAPE: write a random model into --model first
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--model") dir = next();
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--runs") runs = std::stoi(next());
-    else if (a == "--decode-steps") decode_steps = std::stoi(next());
-    else if (a == "--prompt") prompt_len = std::stoi(next());
+    if (a == "--model")
+      dir = next();
+    else if (a == "--make") make_shape = next();
+    else if (a == "--threads")
+      threads = std::stoi(next());
+    else if (a == "--runs")
+      runs = std::stoi(next());
+    else if (a == "--decode-steps")
+      decode_steps = std::stoi(next());
+    else if (a == "--prompt")
+      prompt_len = std::stoi(next());
     else if (a == "--batches") {
       batches.clear();
       std::string s = next();
+      if (s == "none") s.clear();  // prefill only
       for (size_t p = 0; p < s.size();) {
         size_t q = s.find(',', p);
         if (q == std::string::npos) q = s.size();
@@ -103,9 +112,17 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: model_bench --model DIR [--threads N] [--runs N] "
-                           "[--decode-steps N] [--prompt N] [--batches 1,8]\n");
+      std::fprintf(stderr,
+                   "usage: model_bench --model DIR [--threads N] [--runs N] "
+                   "[--decode-steps N] [--prompt N] [--batches 1,8|none] [--make SHAPE]\n");
       return 2;
+    }
+  }
+  if (!make_shape.empty()) {
+    Status made = MakeModel({make_shape, dir, 1, ""});
+    if (!made.ok()) {
+      std::fprintf(stderr, "%s\n", made.ToString().c_str());
+      return 1;
     }
   }
   auto ckpt = Checkpoint::Open(dir);
@@ -142,8 +159,11 @@ int main(int argc, char** argv) {
   const double limit = bandwidth * 1e9 / step_bytes;
   std::printf("model %s: %.1f MB of weights, %.1f MB read per decode step\n", dir.c_str(),
               all_bytes / 1e6, step_bytes / 1e6);
-  std::printf("read bandwidth (%d threads, median of %d): %.1f GB/s -> decode limit %.1f "
-              "steps/s\n", threads, runs, bandwidth, limit);
+  std::printf(
+      "read bandwidth (%d threads, median of %d): %.1f GB/s -> decode "
+      "limit %.1f "
+      "steps/s\n",
+      threads, runs, bandwidth, limit);
 
   // Decode: `batch` sequences with short prompts, then decode_steps steps
   // of one token each; median step time over runs.
@@ -171,26 +191,28 @@ int main(int argc, char** argv) {
         ForwardBatch dec;
         for (int s = 0; s < batch; ++s) {
           auto row = out.LastRow(s);
-          seqs[s].push_back(static_cast<int32_t>(std::max_element(row.begin(), row.end()) -
-                                                 row.begin()));
+          seqs[s].push_back(
+              static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin()));
         }
         for (int s = 0; s < batch; ++s) {
-          dec.sequences.push_back({std::span(seqs[s]).last(1),
-                                   static_cast<int32_t>(seqs[s].size() - 1), tables[s]});
+          dec.sequences.push_back(
+              {std::span(seqs[s]).last(1), static_cast<int32_t>(seqs[s].size() - 1), tables[s]});
         }
         if (!backend.Forward(dec, &out).ok()) return 1;
       }
       step_s.push_back(Seconds(t0, Clock::now()) / decode_steps);
     }
     const double steps = 1.0 / Median(step_s);
-    std::printf("decode batch %d: %.2f steps/s = %.1f tok/s (%.0f%% of the bandwidth limit "
-                "%.1f steps/s)\n",
-                batch, steps, steps * batch, 100.0 * steps / limit, limit);
+    std::printf(
+        "decode batch %d: %.2f steps/s = %.1f tok/s (%.0f%% of the "
+        "bandwidth limit "
+        "%.1f steps/s)\n",
+        batch, steps, steps * batch, 100.0 * steps / limit, limit);
   }
 
   // Prefill of one prompt_len-token prompt.
   std::vector<double> pre_s;
-  for (int r = 0; r < std::max(1, runs / 2); ++r) {
+  for (int r = 0; prompt_len > 0 && r < std::max(1, runs / 2); ++r) {
     next_block = 0;
     auto prompt = Prompt(prompt_len, c.vocab_size, 99);
     auto table = blocks_for(prompt_len);
@@ -198,7 +220,8 @@ int main(int argc, char** argv) {
     if (!backend.Forward({{{prompt, 0, table}}}, &out).ok()) return 1;
     pre_s.push_back(Seconds(t0, Clock::now()));
   }
-  std::printf("prefill %d tokens: %.3f s = %.1f tok/s (median of %zu)\n", prompt_len,
-              Median(pre_s), prompt_len / Median(pre_s), pre_s.size());
+  if (pre_s.empty()) return 0;
+  std::printf("prefill %d tokens: %.3f s = %.1f tok/s (median of %zu)\n", prompt_len, Median(pre_s),
+              prompt_len / Median(pre_s), pre_s.size());
   return 0;
 }

@@ -93,7 +93,8 @@ Status ParseRope(const json& scaling, std::string_view source, const char* field
     return UnimplementedError(Where(source, field) + ": rope type \"" + type +
                               "\" is not supported (supported: default, linear, llama3)");
   }
-  if (!(rope->factor > 0)) return InvalidArgumentError(Where(source, field) + ": factor must be > 0");
+  if (!(rope->factor > 0))
+    return InvalidArgumentError(Where(source, field) + ": factor must be > 0");
   return OkStatus();
 }
 
@@ -101,9 +102,12 @@ Status ParseRope(const json& scaling, std::string_view source, const char* field
 
 std::string_view ArchitectureName(Architecture arch) {
   switch (arch) {
-    case Architecture::kLlama: return "LlamaForCausalLM";
-    case Architecture::kQwen2: return "Qwen2ForCausalLM";
-    case Architecture::kQwen3: return "Qwen3ForCausalLM";
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+    case Architecture::kQwen3:
+      return "Qwen3ForCausalLM";
   }
   return "?";
 }
@@ -115,8 +119,8 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
   }
   ModelConfig c;
   std::string arch_name;
-  if (j.contains("architectures") && j["architectures"].is_array() &&
-      !j["architectures"].empty() && j["architectures"][0].is_string()) {
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string()) {
     arch_name = j["architectures"][0].get<std::string>();
   } else {
     return InvalidArgumentError(Where(source, "architectures") +
@@ -142,7 +146,8 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
   RETURN_IF_ERROR(GetInt32(j, source, "num_attention_heads", true, &c.num_heads));
   c.num_kv_heads = c.num_heads;
   RETURN_IF_ERROR(GetInt32(j, source, "num_key_value_heads", false, &c.num_kv_heads));
-  for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+  for (auto [name, v] : {std::pair{"vocab_size", c.vocab_size},
+                         {"hidden_size", c.hidden_size},
                          {"intermediate_size", c.intermediate_size},
                          {"num_hidden_layers", c.num_layers},
                          {"num_attention_heads", c.num_heads},
@@ -150,10 +155,9 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
     if (v <= 0) return InvalidArgumentError(Where(source, name) + " must be > 0");
   }
   if (c.num_heads % c.num_kv_heads != 0) {
-    return InvalidArgumentError(Where(source, "num_key_value_heads") + " (" +
-                                std::to_string(c.num_kv_heads) +
-                                ") must divide num_attention_heads (" +
-                                std::to_string(c.num_heads) + ")");
+    return InvalidArgumentError(
+        Where(source, "num_key_value_heads") + " (" + std::to_string(c.num_kv_heads) +
+        ") must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
   }
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
     RETURN_IF_ERROR(GetInt32(j, source, "head_dim", true, &c.head_dim));
@@ -169,8 +173,7 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
     return InvalidArgumentError(Where(source, "head_dim") + " must be even and > 0 (RoPE)");
   }
   RETURN_IF_ERROR(GetDouble(j, source, "rms_norm_eps", &c.rms_norm_eps));
-  RETURN_IF_ERROR(GetInt(j, source, "max_position_embeddings", false,
-                         &c.max_position_embeddings));
+  RETURN_IF_ERROR(GetInt(j, source, "max_position_embeddings", false, &c.max_position_embeddings));
   RETURN_IF_ERROR(GetBool(j, source, "tie_word_embeddings", &c.tie_word_embeddings));
   if (c.arch != Architecture::kQwen2) {
     RETURN_IF_ERROR(GetBool(j, source, "attention_bias", &c.attention_bias));
@@ -195,7 +198,8 @@ StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_v
   if (j.contains("rope_parameters")) {
     RETURN_IF_ERROR(ParseRope(j["rope_parameters"], source, "rope_parameters", &c.rope));
   }
-  if (!(c.rope.theta > 0)) return InvalidArgumentError(Where(source, "rope_theta") + " must be > 0");
+  if (!(c.rope.theta > 0))
+    return InvalidArgumentError(Where(source, "rope_theta") + " must be > 0");
 
   if (j.contains("eos_token_id")) {
     const json& e = j["eos_token_id"];
@@ -219,8 +223,8 @@ StatusOr<ModelConfig> LoadModelConfig(std::string_view model_dir) {
   std::string path = std::string(model_dir) + "/config.json";
   auto text = ReadFile(path);
   if (!text.ok()) {
-    return Status(text.status().code(),
-                  text.status().message() + " (a model directory holds config.json and "
+    return Status(text.status().code(), text.status().message() +
+                                            " (a model directory holds config.json and "
                                             "model.safetensors, as on the Hugging Face Hub)");
   }
   return ParseModelConfig(*text, path);
@@ -229,8 +233,9 @@ StatusOr<ModelConfig> LoadModelConfig(std::string_view model_dir) {
 std::string ModelConfigToJson(const ModelConfig& c) {
   json j;
   j["architectures"] = {std::string(ArchitectureName(c.arch))};
-  j["model_type"] = c.arch == Architecture::kLlama ? "llama"
-                    : c.arch == Architecture::kQwen2 ? "qwen2" : "qwen3";
+  j["model_type"] = c.arch == Architecture::kLlama   ? "llama"
+                    : c.arch == Architecture::kQwen2 ? "qwen2"
+                                                     : "qwen3";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;

@@ -41,19 +41,19 @@ struct RopeConfig {
 struct ModelConfig {
   Architecture arch = Architecture::kLlama;
   int32_t vocab_size = 0;
-  int32_t hidden_size = 0;          // H
-  int32_t intermediate_size = 0;    // I (SwiGLU width)
-  int32_t num_layers = 0;           // L
-  int32_t num_heads = 0;            // query heads, Hq
-  int32_t num_kv_heads = 0;         // Hkv; Hq % Hkv == 0 (GQA/MQA)
-  int32_t head_dim = 0;             // D; explicit "head_dim" or H / Hq
+  int32_t hidden_size = 0;        // H
+  int32_t intermediate_size = 0;  // I (SwiGLU width)
+  int32_t num_layers = 0;         // L
+  int32_t num_heads = 0;          // query heads, Hq
+  int32_t num_kv_heads = 0;       // Hkv; Hq % Hkv == 0 (GQA/MQA)
+  int32_t head_dim = 0;           // D; explicit "head_dim" or H / Hq
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   int64_t max_position_embeddings = 4096;
-  bool tie_word_embeddings = false;  // lm_head = embed_tokens when true
-  bool attention_bias = false;       // q/k/v projections carry a bias (Qwen2: always)
-  bool mlp_bias = false;             // Llama's mlp_bias (gate/up/down biases)
-  bool qk_norm = false;              // per-head RMSNorm of q and k (Qwen3)
+  bool tie_word_embeddings = false;    // lm_head = embed_tokens when true
+  bool attention_bias = false;         // q/k/v projections carry a bias (Qwen2: always)
+  bool mlp_bias = false;               // Llama's mlp_bias (gate/up/down biases)
+  bool qk_norm = false;                // per-head RMSNorm of q and k (Qwen3)
   std::vector<int32_t> eos_token_ids;  // from "eos_token_id" (number or list)
   int32_t bos_token_id = -1;           // -1 when absent
   std::string torch_dtype;             // "bfloat16", ... as written (informative)

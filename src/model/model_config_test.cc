@@ -41,7 +41,8 @@ TEST(ModelConfigTest, ParsesFixtureConfigs) {
 }
 
 TEST(ModelConfigTest, NewerRopeParametersLayout) {
-  auto c = ParseModelConfig(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+  auto c = ParseModelConfig(
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
       "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
       "num_attention_heads": 2, "rope_parameters": {"rope_type": "llama3",
       "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
@@ -62,13 +63,15 @@ TEST(ModelConfigTest, ErrorsNameTheProblem) {
   EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(missing.status().message().find("hidden_size"), std::string::npos);
 
-  auto rope = ParseModelConfig(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+  auto rope = ParseModelConfig(
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
       "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
       "num_attention_heads": 2, "rope_scaling": {"type": "yarn", "factor": 4.0}})");
   EXPECT_EQ(rope.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(rope.status().message().find("yarn"), std::string::npos);
 
-  auto gqa = ParseModelConfig(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+  auto gqa = ParseModelConfig(
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
       "hidden_size": 12, "intermediate_size": 16, "num_hidden_layers": 1,
       "num_attention_heads": 3, "num_key_value_heads": 2})");
   EXPECT_EQ(gqa.status().code(), StatusCode::kInvalidArgument);

@@ -1,8 +1,8 @@
 #include "model/rope.h"
 
-#include "model/weights.h"
-
 #include <cmath>
+
+#include "model/weights.h"
 
 namespace crescent::model {
 
@@ -13,14 +13,15 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& config) {
   for (int i = 0; i < half; ++i) {
     // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), float32.
     float exponent = static_cast<float>(2 * i) / static_cast<float>(config.head_dim);
-    float p = static_cast<float>(std::pow(static_cast<double>(static_cast<float>(r.theta)),
-                                          static_cast<double>(exponent)));
+    float p = static_cast<float>(
+        std::pow(static_cast<double>(static_cast<float>(r.theta)), static_cast<double>(exponent)));
     inv[i] = 1.0f / p;
   }
   if (r.type == RopeConfig::Type::kLinear) {
     for (float& f : inv) f = static_cast<float>(f / r.factor);
   } else if (r.type == RopeConfig::Type::kLlama3) {
-    // transformers' _compute_llama3_parameters, in the same order of operations.
+    // transformers' _compute_llama3_parameters, in the same order of
+    // operations.
     const double old_len = static_cast<double>(r.original_max_position);
     const double low_wavelen = old_len / r.low_freq_factor;
     const double high_wavelen = old_len / r.high_freq_factor;

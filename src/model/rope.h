@@ -15,7 +15,8 @@
 
 namespace crescent::model {
 
-// [D/2] inverse frequencies after the config's scaling (default, linear, llama3).
+// [D/2] inverse frequencies after the config's scaling (default, linear,
+// llama3).
 std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
 
 // Fills cos/sin [D/2] for one position.

@@ -27,9 +27,9 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {"F32", DType::kF32, 4},   {"F16", DType::kF16, 2},  {"BF16", DType::kBF16, 2},
-    {"I64", DType::kI64, 8},   {"I32", DType::kI32, 4},  {"I8", DType::kI8, 1},
-    {"U8", DType::kU8, 1},     {"BOOL", DType::kBool, 1}, {"F64", DType::kF64, 8},
+    {"F32", DType::kF32, 4}, {"F16", DType::kF16, 2},   {"BF16", DType::kBF16, 2},
+    {"I64", DType::kI64, 8}, {"I32", DType::kI32, 4},   {"I8", DType::kI8, 1},
+    {"U8", DType::kU8, 1},   {"BOOL", DType::kBool, 1}, {"F64", DType::kF64, 8},
     {"I16", DType::kI16, 2},
 };
 
@@ -122,8 +122,9 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(std::string_view dir) {
   } else if (FileExists(single_path)) {
     RETURN_IF_ERROR(ckpt->MapFile(single_path));
   } else {
-    return NotFoundError(d + ": neither model.safetensors nor model.safetensors.index.json "
-                             "found (Hugging Face safetensors checkpoints only)");
+    return NotFoundError(d +
+                         ": neither model.safetensors nor model.safetensors.index.json "
+                         "found (Hugging Face safetensors checkpoints only)");
   }
   return ckpt;
 }
@@ -148,7 +149,26 @@ Status Checkpoint::MapFile(const std::string& path) {
   ::close(fd);
   if (addr == MAP_FAILED) return ErrnoToStatus(err, "mmap " + path);
   mappings_.push_back({addr, size});
-  const char* base = static_cast<const char*>(addr);
+  std::vector<TensorView> views;
+  std::string header;
+  RETURN_IF_ERROR(ParseSafetensors(static_cast<const char*>(addr), size, path, &views, &header));
+  for (TensorView& t : views) {
+    if (tensors_.count(t.name)) {
+      return DataLossError(path + ": tensor " + t.name + " appears in two files of the checkpoint");
+    }
+    std::string name = t.name;
+    tensors_.emplace(std::move(name), std::move(t));
+  }
+  headers_.push_back(std::move(header));
+  return OkStatus();
+}
+
+Status ParseSafetensors(const char* base, size_t size, const std::string& path,
+                        std::vector<TensorView>* out, std::string* header_out) {
+  if (size < 8) {
+    return DataLossError(path + ": truncated safetensors file (" + std::to_string(size) +
+                         " bytes, shorter than the 8-byte header length)");
+  }
 
   uint64_t header_len;
   std::memcpy(&header_len, base, 8);  // little-endian host (x86-64, aarch64)
@@ -168,9 +188,8 @@ Status Checkpoint::MapFile(const std::string& path) {
     if (name == "__metadata__") continue;
     std::string what = path + ": tensor " + name;
     if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
-        !entry.contains("shape") || !entry["shape"].is_array() ||
-        !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-        entry["data_offsets"].size() != 2) {
+        !entry.contains("shape") || !entry["shape"].is_array() || !entry.contains("data_offsets") ||
+        !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
       return DataLossError(what + ": header entry lacks dtype/shape/data_offsets");
     }
     TensorView t;
@@ -204,19 +223,17 @@ Status Checkpoint::MapFile(const std::string& path) {
     }
     if (e - b != elements * esize) {
       return DataLossError(what + ": " + std::to_string(e - b) + " bytes do not match shape " +
-                           t.ShapeString() + " of " + dt + " (" +
-                           std::to_string(elements * esize) + " bytes)");
+                           t.ShapeString() + " of " + dt + " (" + std::to_string(elements * esize) +
+                           " bytes)");
     }
     t.data = base + data_begin + b;
     t.bytes = e - b;
-    if (tensors_.count(name)) {
-      return DataLossError(what + ": tensor appears in two files of the checkpoint");
-    }
-    tensors_.emplace(name, std::move(t));
+    out->push_back(std::move(t));
   }
-  headers_.push_back(std::move(header));
+  *header_out = std::move(header);
   return OkStatus();
 }
+
 
 StatusOr<const TensorView*> Checkpoint::Find(std::string_view name) const {
   auto it = tensors_.find(name);

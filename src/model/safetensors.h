@@ -81,6 +81,13 @@ class Checkpoint {
   std::map<std::string, TensorView, std::less<>> tensors_;
 };
 
+// Parses and validates the header of a safetensors file held in
+// [base, base + size); views point into that range. `path` names the file
+// in errors. Checkpoint uses it on each mapped file; exposed for the fuzzer
+// (safetensors_fuzz.cc).
+Status ParseSafetensors(const char* base, size_t size, const std::string& path,
+                        std::vector<TensorView>* out, std::string* header);
+
 // Writes a safetensors file: tensors in the order of `specs`; `fill` is
 // called once per tensor, in order, with a buffer of exactly
 // product(shape) * DTypeSize(dtype) bytes to fill with little-endian data.

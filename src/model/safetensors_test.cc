@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 
@@ -22,8 +22,9 @@ constexpr const char* kFixture = "tests/data/models/tiny-qwen3";
 
 // Rewrites the fixture's tensors into `dir` (config.json copied), letting
 // `edit` drop (return false) or reshape tensors on the way.
-void CopyFixture(const std::string& dir,
-                 const std::function<bool(TensorSpec&)>& edit = [](TensorSpec&) { return true; }) {
+void CopyFixture(
+    const std::string& dir,
+    const std::function<bool(TensorSpec&)>& edit = [](TensorSpec&) { return true; }) {
   auto ckpt = Checkpoint::Open(kFixture);
   ASSERT_TRUE(ckpt.ok());
   std::vector<TensorSpec> specs;
@@ -34,12 +35,10 @@ void CopyFixture(const std::string& dir,
     specs.push_back(s);
     src.push_back(&t);
   }
-  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", specs,
-                               [&](size_t i, std::span<char> buf) {
-                                 std::memcpy(buf.data(), src[i]->data,
-                                             std::min(buf.size(), src[i]->bytes));
-                               })
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensors(dir + "/model.safetensors", specs, [&](size_t i, std::span<char> buf) {
+        std::memcpy(buf.data(), src[i]->data, std::min(buf.size(), src[i]->bytes));
+      }).ok());
   fs::copy_file(std::string(kFixture) + "/config.json", dir + "/config.json");
 }
 
@@ -82,12 +81,12 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
   }
   index += "}}";
   for (int s = 0; s < 2; ++s) {
-    ASSERT_TRUE(WriteSafetensors(tmp.path() + "/model-0000" + std::to_string(s + 1) +
-                                     "-of-00002.safetensors",
-                                 shard[s],
-                                 [&](size_t i, std::span<char> buf) {
-                                   std::memcpy(buf.data(), src[s][i]->data, buf.size());
-                                 })
+    ASSERT_TRUE(WriteSafetensors(
+                    tmp.path() + "/model-0000" + std::to_string(s + 1) + "-of-00002.safetensors",
+                    shard[s],
+                    [&](size_t i, std::span<char> buf) {
+                      std::memcpy(buf.data(), src[s][i]->data, buf.size());
+                    })
                     .ok());
   }
   std::ofstream(tmp.path() + "/model.safetensors.index.json") << index;
@@ -100,9 +99,8 @@ TEST(SafetensorsTest, ShardedCheckpointGivesSameLogits) {
 
 TEST(SafetensorsTest, MissingTensorNamesItAndItsShape) {
   TempDir tmp;
-  CopyFixture(tmp.path(), [](TensorSpec& s) {
-    return s.name != "model.layers.1.self_attn.k_proj.weight";
-  });
+  CopyFixture(tmp.path(),
+              [](TensorSpec& s) { return s.name != "model.layers.1.self_attn.k_proj.weight"; });
   auto backend = LoadModel(tmp.path());
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), StatusCode::kNotFound);
@@ -141,7 +139,8 @@ TEST(SafetensorsTest, TruncatedFileIsDataLossNamingATensor) {
   EXPECT_NE(backend.status().message().find("tensor "), std::string::npos);
 
   // A header length past the end of the file.
-  std::ofstream(tmp.path() + "/model.safetensors", std::ios::binary).write("\xff\xff\xff\0\0\0\0\0{}", 10);
+  std::ofstream(tmp.path() + "/model.safetensors", std::ios::binary)
+      .write("\xff\xff\xff\0\0\0\0\0{}", 10);
   backend = LoadModel(tmp.path());
   EXPECT_EQ(backend.status().code(), StatusCode::kDataLoss);
 }

@@ -125,10 +125,6 @@ StatusOr<SegmentDescriptor> DecodeSegmentDescriptor(std::string_view text) {
   return d;
 }
 
-std::string SegmentDescriptorKey(std::string_view cluster_id, std::string_view name) {
-  return fmt::format("{}{}{}", cluster_id, f::kSegmentKeyInfix, name);
-}
-
 const std::string& HostId() {
   static const std::string id = [] {
     std::string boot;

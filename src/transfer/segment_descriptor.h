@@ -38,9 +38,6 @@ std::string EncodeSegmentDescriptor(const SegmentDescriptor& desc);
 // Untrusted input: every field is checked; errors name the field.
 StatusOr<SegmentDescriptor> DecodeSegmentDescriptor(std::string_view json);
 
-// "<cluster_id>/segments/<name>".
-std::string SegmentDescriptorKey(std::string_view cluster_id, std::string_view name);
-
 // Identifies this machine (boot id + hostname): equal ids mean two processes
 // can share memory.
 const std::string& HostId();

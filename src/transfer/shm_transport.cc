@@ -284,9 +284,15 @@ void ShmChannel::Submit(std::span<const Slice> slices) {
   // The buffer offsets of the descriptor are checked by the engine; the
   // mapping length is checked again here against the target's memfd size.
   std::vector<Status> results(slices.size());
+  // Consecutive slices mostly hit one buffer: look its mapping up once.
+  uint32_t mapped_id = UINT32_MAX;
+  StatusOr<std::shared_ptr<Mapping>> m = UnavailableError("unmapped");
   for (size_t i = 0; i < slices.size(); ++i) {
     const Slice& s = slices[i];
-    auto m = Map(s.buffer_id);
+    if (s.buffer_id != mapped_id) {
+      m = Map(s.buffer_id);
+      mapped_id = m.ok() ? s.buffer_id : UINT32_MAX;
+    }
     if (!m.ok()) {
       results[i] = m.status();
       continue;

@@ -12,6 +12,7 @@
 #include "common/size.h"
 #include "fmt/format.h"
 #include "transfer/batch.h"
+#include "transfer/metadata/metadata_keys.h"
 #include "transfer/memory_registry.h"
 #include "transfer/segment_descriptor.h"
 #include "transfer/transport.h"
@@ -70,7 +71,7 @@ struct PeerSegment {
 class TransferEngineImpl final : public TransferEngine {
  public:
   TransferEngineImpl(const TransferEngineOptions& options, std::shared_ptr<MetadataStore> metadata)
-      : options_(options), metadata_(std::move(metadata)), key_(SegmentDescriptorKey(options.cluster_id, options.segment_name)) {
+      : options_(options), metadata_(std::move(metadata)), key_(keys::SegmentKey(options.cluster_id, options.segment_name)) {
     std::random_device rd;
     instance_ = (uint64_t{rd()} << 32) ^ rd() ^ static_cast<uint64_t>(Clock::now().time_since_epoch().count());
   }
@@ -85,6 +86,7 @@ class TransferEngineImpl final : public TransferEngine {
   }
 
   Status Start() {
+    RETURN_IF_ERROR(keys::ValidateClusterId(options_.cluster_id));
     if (options_.segment_name.empty())
       return InvalidArgumentError("transfer engine: segment_name is empty; give the segment a name");
     if (options_.connections_per_peer < 1 || options_.connections_per_peer > 64)
@@ -195,7 +197,7 @@ class TransferEngineImpl final : public TransferEngine {
   }
 
   StatusOr<std::shared_ptr<const SegmentDescriptor>> Lookup(std::string_view name) {
-    std::string key = SegmentDescriptorKey(options_.cluster_id, name);
+    std::string key = keys::SegmentKey(options_.cluster_id, name);
     auto value = metadata_->Get(key);
     if (!value.ok()) {
       if (value.status().code() == StatusCode::kNotFound)

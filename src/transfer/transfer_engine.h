@@ -158,7 +158,8 @@ class TransferEngine {
   // Re-reads the descriptor (e.g. after the peer registered more memory).
   virtual Status RefreshSegment(SegmentHandle segment) = 0;
   virtual StatusOr<SegmentInfo> GetSegmentInfo(SegmentHandle segment) = 0;
-  // Pending requests to it must have finished.
+  // Requests to it still queued are cancelled (CANCELLED); wait for your
+  // batches first to avoid that.
   virtual Status CloseSegment(SegmentHandle segment) = 0;
 
   // ---- batches ----

@@ -11,8 +11,7 @@
 namespace crescent::transfer::format {
 
 // ---- segment descriptor (JSON value in the metadata service) ----
-// Key: "<cluster_id>/segments/<segment name>".
-inline constexpr std::string_view kSegmentKeyInfix = "/segments/";
+// Key: "<cluster_id>/segments/<segment name>" (metadata/metadata_keys.h).
 inline constexpr int kDescriptorVersion = 1;
 // Field names of the descriptor object.
 inline constexpr std::string_view kFieldVersion = "version";     // int, kDescriptorVersion

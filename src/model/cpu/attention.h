@@ -16,7 +16,8 @@ struct AttentionToken {
 };
 
 // For every token t and query head h:
-//   out[t][h*D..] = softmax(q[t][h*D..] . K[0..position] * scale) V[0..position]
+//   out[t][h*D..] = softmax(q[t][h*D..] . K[0..position] * scale)
+//   V[0..position]
 // with K/V of kv head h / (Hq/Hkv) read from `pool` (blocks in the
 // KvBlockLayout) at layer `layer`. q: [T][Hq*D], out: [T][Hq*D].
 void PagedAttention(ThreadPool& pool, std::span<const AttentionToken> tokens, const float* q,
@@ -25,7 +26,7 @@ void PagedAttention(ThreadPool& pool, std::span<const AttentionToken> tokens, co
 
 // The same in plain scalar loops (double accumulation), for tests.
 void PagedAttentionReference(std::span<const AttentionToken> tokens, const float* q,
-                             int32_t num_heads, const KvBlockLayout& layout,
-                             const float* kv_pool, int32_t layer, float scale, float* out);
+                             int32_t num_heads, const KvBlockLayout& layout, const float* kv_pool,
+                             int32_t layer, float scale, float* out);
 
 }  // namespace crescent::model::cpu

@@ -1,12 +1,16 @@
 #include "model/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/logging.h"
@@ -18,6 +22,50 @@
 
 namespace crescent::model::cpu {
 namespace {
+
+// Wall time per stage of the forward pass, printed to stderr at exit when
+// CRESCENT_PROFILE is set (to see where a benchmark's time goes).
+enum Stage {
+  kEmbed,
+  kNorm,
+  kQkv,
+  kRopeKv,
+  kAttention,
+  kOProj,
+  kGateUp,
+  kSilu,
+  kDown,
+  kLmHead,
+  kNumStages
+};
+constexpr const char* kStageNames[kNumStages] = {
+    "embed+rope", "norm+residual", "qkv",  "qk-norm+rope+kv", "attention", "o_proj",
+    "gate+up",    "silu",          "down", "lm_head"};
+class StageTimer {
+ public:
+  StageTimer() : enabled_(std::getenv("CRESCENT_PROFILE") != nullptr) {}
+  ~StageTimer() {
+    if (!enabled_) return;
+    double total = 0;
+    for (double t : seconds_) total += t;
+    for (int i = 0; i < kNumStages; ++i) {
+      std::fprintf(stderr, "profile: %-18s %8.3f s %5.1f%%\n", kStageNames[i], seconds_[i],
+                   total > 0 ? 100 * seconds_[i] / total : 0.0);
+    }
+  }
+  // Runs fn, charging its wall time to `stage`.
+  template <typename Fn>
+  void Time(Stage stage, Fn&& fn) {
+    if (!enabled_) return fn();
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    seconds_[stage] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+ private:
+  bool enabled_;
+  double seconds_[kNumStages] = {};
+};
 
 // Bytes sampled from each end of every tensor for the fingerprint.
 constexpr size_t kFingerprintSample = 4096;
@@ -41,7 +89,8 @@ std::string Fingerprint(const Checkpoint& ckpt, std::string_view config_text) {
     XXH3_64bits_update(st, p + t.bytes - n, n);
   }
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(XXH3_64bits_digest(st)));
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits_digest(st)));
   XXH3_freeState(st);
   return buf;
 }
@@ -56,7 +105,9 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend(std::unique_ptr<Checkpoint> ckpt, ModelConfig config, ModelWeights weights,
              int num_threads)
-      : ckpt_(std::move(ckpt)), config_(std::move(config)), weights_(std::move(weights)),
+      : ckpt_(std::move(ckpt)),
+        config_(std::move(config)),
+        weights_(std::move(weights)),
         pool_(num_threads) {}
   ~CpuBackend() override {
     if (kv_) ::munmap(kv_, kv_bytes_);
@@ -77,7 +128,8 @@ class CpuBackend final : public Backend {
     kv_bytes_ = static_cast<size_t>(num_blocks_) * layout_.BlockBytes();
     void* p = ::mmap(nullptr, kv_bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return ErrnoToStatus(errno, "reserve KV pool of " + std::to_string(kv_bytes_) + " bytes");
+    if (p == MAP_FAILED)
+      return ErrnoToStatus(errno, "reserve KV pool of " + std::to_string(kv_bytes_) + " bytes");
     ::madvise(p, kv_bytes_, MADV_HUGEPAGE);
     kv_ = static_cast<float*>(p);
     for (const LayerWeights& lw : weights_.layers) {
@@ -109,8 +161,7 @@ class CpuBackend final : public Backend {
 
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
-  Status WriteKvBlocks(std::span<const int32_t> blocks,
-                       std::span<const std::byte> bytes) override;
+  Status WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) override;
 
  private:
   Status Validate(const ForwardBatch& batch) const;
@@ -130,18 +181,19 @@ class CpuBackend final : public Backend {
   float* kv_ = nullptr;  // [num_blocks][BlockElements()]
   size_t kv_bytes_ = 0;
   ThreadPool pool_;
+  StageTimer timer_;
 
   // ---- scratch of Forward (one Forward at a time); T = new tokens ----
   std::vector<AttentionToken> tokens_;  // [T]
   std::vector<int32_t> positions_;      // [T]
-  std::vector<float> x_;       // [T][H] residual stream
-  std::vector<float> xn_;      // [T][H] normalised
-  std::vector<float> q_;       // [T][Hq*D]
-  std::vector<float> k_, v_;   // [T][Hkv*D]
-  std::vector<float> attn_;    // [T][Hq*D]
-  std::vector<float> gate_, up_;  // [T][I]
-  std::vector<float> tmp_;     // [T][H]
-  std::vector<float> cos_, sin_;  // [T][D/2]
+  std::vector<float> x_;                // [T][H] residual stream
+  std::vector<float> xn_;               // [T][H] normalised
+  std::vector<float> q_;                // [T][Hq*D]
+  std::vector<float> k_, v_;            // [T][Hkv*D]
+  std::vector<float> attn_;             // [T][Hq*D]
+  std::vector<float> gate_, up_;        // [T][I]
+  std::vector<float> tmp_;              // [T][H]
+  std::vector<float> cos_, sin_;        // [T][D/2]
 };
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
@@ -164,13 +216,14 @@ Status CpuBackend::Validate(const ForwardBatch& batch) const {
     if (static_cast<int64_t>(s.block_table.size()) < need) {
       return InvalidArgumentError(where + "block table has " +
                                   std::to_string(s.block_table.size()) + " blocks; positions [0, " +
-                                  std::to_string(end) + ") need " + std::to_string(need) +
-                                  " of " + std::to_string(layout_.block_size) + " tokens");
+                                  std::to_string(end) + ") need " + std::to_string(need) + " of " +
+                                  std::to_string(layout_.block_size) + " tokens");
     }
     for (int64_t j = 0; j < need; ++j) {
       if (s.block_table[j] < 0 || s.block_table[j] >= num_blocks_) {
         return InvalidArgumentError(where + "block id " + std::to_string(s.block_table[j]) +
-                                    " is outside the pool [0, " + std::to_string(num_blocks_) + ")");
+                                    " is outside the pool [0, " + std::to_string(num_blocks_) +
+                                    ")");
       }
     }
     for (int64_t p = s.position; p < end; ++p) {
@@ -180,16 +233,27 @@ Status CpuBackend::Validate(const ForwardBatch& batch) const {
   }
   std::sort(slots.begin(), slots.end());
   if (std::adjacent_find(slots.begin(), slots.end()) != slots.end()) {
-    return InvalidArgumentError("two new tokens of the batch write the same KV slot (block " +
-                                std::to_string(*std::adjacent_find(slots.begin(), slots.end()) /
-                                               layout_.block_size) +
-                                "); blocks written in one batch must not be shared");
+    return InvalidArgumentError(
+        "two new tokens of the batch write the same KV slot (block " +
+        std::to_string(*std::adjacent_find(slots.begin(), slots.end()) / layout_.block_size) +
+        "); blocks written in one batch must not be shared");
   }
   return OkStatus();
 }
 
+// Sets FTZ/DAZ on the calling thread for a scope (see kFlushDenormals).
+class FlushDenormalsScope {
+ public:
+  FlushDenormalsScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushDenormals); }
+  ~FlushDenormalsScope() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+};
+
 Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   RETURN_IF_ERROR(Validate(batch));
+  FlushDenormalsScope flush_denormals;
   const int64_t H = config_.hidden_size, D = config_.head_dim, half = D / 2;
   tokens_.clear();
   positions_.clear();
@@ -218,12 +282,14 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   sin_.resize(T * half);
   const TensorView* embed = weights_.embed;
   const size_t esize = DTypeSize(embed->dtype);
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      WidenRow(embed->dtype, static_cast<const char*>(embed->data) + ids[t] * H * esize, H,
-               x_.data() + t * H);
-      RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half, sin_.data() + t * half);
-    }
+  timer_.Time(kEmbed, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        WidenRow(embed->dtype, static_cast<const char*>(embed->data) + ids[t] * H * esize, H,
+                 x_.data() + t * H);
+        RopeCosSin(inv_freq_, positions_[t], cos_.data() + t * half, sin_.data() + t * half);
+      }
+    });
   });
   for (int l = 0; l < config_.num_layers; ++l) RunLayer(l, T);
 
@@ -245,15 +311,17 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   const int64_t R = static_cast<int64_t>(rows.size());
   out->logits.resize(static_cast<size_t>(R) * config_.vocab_size);
   if (R == 0) return OkStatus();
-  pool_.ParallelFor(R, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t r = b; r < e; ++r) {
-      RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H, config_.rms_norm_eps,
-              xn_.data() + r * H);
-    }
+  timer_.Time(kLmHead, [&] {
+    pool_.ParallelFor(R, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t r = b; r < e; ++r) {
+        RmsNorm(x_.data() + rows[r] * H, final_norm_.data(), H, config_.rms_norm_eps,
+                xn_.data() + r * H);
+      }
+    });
+    const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(), config_.vocab_size,
+                            nullptr};
+    MatMul(pool_, xn_.data(), R, H, {&head, 1});
   });
-  const MatMulTarget head{Matrix(weights_.lm_head), out->logits.data(), config_.vocab_size,
-                          nullptr};
-  MatMul(pool_, xn_.data(), R, H, {&head, 1});
   return OkStatus();
 }
 
@@ -265,71 +333,83 @@ void CpuBackend::RunLayer(int l, int64_t T) {
   const int64_t QD = Hq * D, KD = Hkv * D, I = config_.intermediate_size;
   const double eps = config_.rms_norm_eps;
 
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t)
-      RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps, xn_.data() + t * H);
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        RmsNorm(x_.data() + t * H, lv.input_norm.data(), H, eps, xn_.data() + t * H);
+    });
   });
   const MatMulTarget qkv[] = {
       {Matrix(lw.q_proj), q_.data(), QD, Ptr(lv.q_bias)},
       {Matrix(lw.k_proj), k_.data(), KD, Ptr(lv.k_bias)},
       {Matrix(lw.v_proj), v_.data(), KD, Ptr(lv.v_bias)},
   };
-  MatMul(pool_, xn_.data(), T, H, qkv);
+  timer_.Time(kQkv, [&] { MatMul(pool_, xn_.data(), T, H, qkv); });
 
   // q/k norm (Qwen3), RoPE, and the new K/V into the pool.
-  pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* c = cos_.data() + t * half;
-      const float* s = sin_.data() + t * half;
-      for (int64_t h = 0; h < Hq; ++h) {
-        float* qh = q_.data() + t * QD + h * D;
-        if (config_.qk_norm) RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
-        RopeApply(qh, static_cast<int>(D), c, s);
+  timer_.Time(kRopeKv, [&] {
+    pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        const float* c = cos_.data() + t * half;
+        const float* s = sin_.data() + t * half;
+        for (int64_t h = 0; h < Hq; ++h) {
+          float* qh = q_.data() + t * QD + h * D;
+          if (config_.qk_norm) RmsNorm(qh, lv.q_norm.data(), D, eps, qh);
+          RopeApply(qh, static_cast<int>(D), c, s);
+        }
+        const int32_t pos = tokens_[t].position;
+        const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
+        const int32_t slot = pos % layout_.block_size;
+        float* block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
+        for (int64_t g = 0; g < Hkv; ++g) {
+          float* kh = k_.data() + t * KD + g * D;
+          if (config_.qk_norm) RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
+          RopeApply(kh, static_cast<int>(D), c, s);
+          std::memcpy(block_base + layout_.ElementOffset(l, kKvKindKey, g, slot), kh, D * 4);
+          std::memcpy(block_base + layout_.ElementOffset(l, kKvKindValue, g, slot),
+                      v_.data() + t * KD + g * D, D * 4);
+        }
       }
-      const int32_t pos = tokens_[t].position;
-      const int32_t block = tokens_[t].block_table[pos / layout_.block_size];
-      const int32_t slot = pos % layout_.block_size;
-      float* block_base = kv_ + static_cast<size_t>(block) * layout_.BlockElements();
-      for (int64_t g = 0; g < Hkv; ++g) {
-        float* kh = k_.data() + t * KD + g * D;
-        if (config_.qk_norm) RmsNorm(kh, lv.k_norm.data(), D, eps, kh);
-        RopeApply(kh, static_cast<int>(D), c, s);
-        std::memcpy(block_base + layout_.ElementOffset(l, kKvKindKey, g, slot), kh, D * 4);
-        std::memcpy(block_base + layout_.ElementOffset(l, kKvKindValue, g, slot),
-                    v_.data() + t * KD + g * D, D * 4);
-      }
-    }
+    });
   });
-  PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_, kv_, l,
-                 static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), attn_.data());
+  timer_.Time(kAttention, [&] {
+    PagedAttention(pool_, tokens_, q_.data(), static_cast<int32_t>(Hq), layout_, kv_, l,
+                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))), attn_.data());
+  });
 
   const MatMulTarget o{Matrix(lw.o_proj), tmp_.data(), H, Ptr(lv.o_bias)};
-  MatMul(pool_, attn_.data(), T, QD, {&o, 1});
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      float* x = x_.data() + t * H;
-      const float* a = tmp_.data() + t * H;
-      for (int64_t i = 0; i < H; ++i) x[i] += a[i];
-      RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
-    }
+  timer_.Time(kOProj, [&] { MatMul(pool_, attn_.data(), T, QD, {&o, 1}); });
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        float* x = x_.data() + t * H;
+        const float* a = tmp_.data() + t * H;
+        for (int64_t i = 0; i < H; ++i) x[i] += a[i];
+        RmsNorm(x, lv.post_norm.data(), H, eps, xn_.data() + t * H);
+      }
+    });
   });
   const MatMulTarget gate_up[] = {
       {Matrix(lw.gate_proj), gate_.data(), I, Ptr(lv.gate_bias)},
       {Matrix(lw.up_proj), up_.data(), I, Ptr(lv.up_bias)},
   };
-  MatMul(pool_, xn_.data(), T, H, gate_up);
-  pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t)
-      SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+  timer_.Time(kGateUp, [&] { MatMul(pool_, xn_.data(), T, H, gate_up); });
+  timer_.Time(kSilu, [&] {
+    pool_.ParallelFor(T, 4, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        SiluMul(gate_.data() + t * I, up_.data() + t * I, I, gate_.data() + t * I);
+    });
   });
   const MatMulTarget down{Matrix(lw.down_proj), tmp_.data(), H, Ptr(lv.down_bias)};
-  MatMul(pool_, gate_.data(), T, I, {&down, 1});
-  pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) {
-      float* x = x_.data() + t * H;
-      const float* a = tmp_.data() + t * H;
-      for (int64_t i = 0; i < H; ++i) x[i] += a[i];
-    }
+  timer_.Time(kDown, [&] { MatMul(pool_, gate_.data(), T, I, {&down, 1}); });
+  timer_.Time(kNorm, [&] {
+    pool_.ParallelFor(T, 8, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) {
+        float* x = x_.data() + t * H;
+        const float* a = tmp_.data() + t * H;
+        for (int64_t i = 0; i < H; ++i) x[i] += a[i];
+      }
+    });
   });
 }
 
@@ -357,7 +437,8 @@ Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::
   return OkStatus();
 }
 
-Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) {
+Status CpuBackend::WriteKvBlocks(std::span<const int32_t> blocks,
+                                 std::span<const std::byte> bytes) {
   RETURN_IF_ERROR(CheckBlockList(blocks, bytes.size()));
   const size_t bb = layout_.BlockBytes();
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -378,8 +459,8 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::unique_ptr<Checkpoint> 
   threads = std::clamp(threads, 1, 256);
   // OpenBLAS runs inside our pool's tasks: one thread each.
   openblas_set_num_threads(1);
-  auto backend = std::make_unique<CpuBackend>(std::move(checkpoint), config, std::move(weights),
-                                              threads);
+  auto backend =
+      std::make_unique<CpuBackend>(std::move(checkpoint), config, std::move(weights), threads);
   RETURN_IF_ERROR(backend->Init(options, config_text));
   return std::unique_ptr<Backend>(std::move(backend));
 }

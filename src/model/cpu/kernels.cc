@@ -31,12 +31,12 @@ constexpr int64_t kPrefetchElements = 512;
 template <DType DT>
 inline __m512 Load16(const void* base, int64_t k) {
   if constexpr (DT == DType::kBF16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-        static_cast<const uint16_t*>(base) + k));
+    __m256i h = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   } else if constexpr (DT == DType::kF16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-        static_cast<const uint16_t*>(base) + k));
+    __m256i h = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
     return _mm512_cvtph_ps(h);
   } else {
     return _mm512_loadu_ps(static_cast<const float*>(base) + k);
@@ -61,15 +61,15 @@ inline __m512 Load16Masked(const void* base, int64_t k, __mmask16 mask) {
 template <DType DT, int R, int C>
 void GemvTile(const void* const* w_rows, const float* x, int64_t ldx, int64_t K, float* out) {
   __m512 acc[R][C];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   constexpr int64_t kEsize = DT == DType::kF32 ? 4 : 2;
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     __m512 wv[C];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       // Stream ahead of the hardware prefetcher: decode is bound by how
       // many weight bytes are in flight.
@@ -80,7 +80,7 @@ void GemvTile(const void* const* w_rows, const float* x, int64_t ldx, int64_t K,
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
     }
   }
@@ -94,7 +94,7 @@ void GemvTile(const void* const* w_rows, const float* x, int64_t ldx, int64_t K,
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) out[r * 4 + c] = _mm512_reduce_add_ps(acc[r][c]);
+    for (int c = 0; c < C; ++c) out[r * C + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
 using TileFn = void (*)(const void* const*, const float*, int64_t, int64_t, float*);
@@ -109,11 +109,18 @@ TileFn PickTile(int r, int c) {
   return kTable[r - 1][c - 1];
 }
 
+// [F32, BF16, F16] single-row kernels over 8 weight rows.
+constexpr TileFn kGemv8[3] = {GemvTile<DType::kF32, 1, 8>, GemvTile<DType::kBF16, 1, 8>,
+                              GemvTile<DType::kF16, 1, 8>};
+
 TileFn PickTile(DType dt, int r, int c) {
   switch (dt) {
-    case DType::kBF16: return PickTile<DType::kBF16>(r, c);
-    case DType::kF16: return PickTile<DType::kF16>(r, c);
-    default: return PickTile<DType::kF32>(r, c);
+    case DType::kBF16:
+      return PickTile<DType::kBF16>(r, c);
+    case DType::kF16:
+      return PickTile<DType::kF16>(r, c);
+    default:
+      return PickTile<DType::kF32>(r, c);
   }
 }
 
@@ -144,7 +151,19 @@ void GemvRows(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int
   const char* base = static_cast<const char*>(t.w.data);
 #ifdef CRESCENT_AVX512
   float tile[16];
-  for (int64_t n = begin; n < end; n += 4) {
+  int64_t n = begin;
+  if (m == 1) {
+    // Batch-1 decode: 8 weight rows in flight per thread for more memory
+    // parallelism; no activation-row reuse to trade against.
+    for (; n + 8 <= end; n += 8) {
+      const void* rows[8];
+      for (int i = 0; i < 8; ++i) rows[i] = base + (n + i) * K * esize;
+      kGemv8[static_cast<int>(t.w.dtype == DType::kBF16) + 2 * (t.w.dtype == DType::kF16)](
+          rows, x, ldx, K, tile);
+      for (int j = 0; j < 8; ++j) t.y[n + j] = tile[j] + (t.bias ? t.bias[n + j] : 0.0f);
+    }
+  }
+  for (; n < end; n += 4) {
     const int c = static_cast<int>(std::min<int64_t>(4, end - n));
     const void* rows[4];
     for (int i = 0; i < c; ++i) rows[i] = base + (n + i) * K * esize;
@@ -153,7 +172,7 @@ void GemvRows(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int
       PickTile(t.w.dtype, r, c)(rows, x + r0 * ldx, ldx, K, tile);
       for (int i = 0; i < r; ++i) {
         for (int j = 0; j < c; ++j) {
-          t.y[(r0 + i) * t.ldy + n + j] = tile[i * 4 + j] + (t.bias ? t.bias[n + j] : 0.0f);
+          t.y[(r0 + i) * t.ldy + n + j] = tile[i * c + j] + (t.bias ? t.bias[n + j] : 0.0f);
         }
       }
     }
@@ -181,8 +200,8 @@ constexpr int kGemmKc = 128;
 
 // acc (+)= A[0..MR)[k0..k0+kc) * Bp; stores `cols` (<= 32) columns of C.
 template <int MR>
-void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float* c,
-                     int64_t ldc, int cols, bool accumulate) {
+void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float* c, int64_t ldc,
+                     int cols, bool accumulate) {
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
@@ -200,7 +219,7 @@ void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float
     }
   }
   const __mmask16 m0 = cols >= 16 ? 0xffff : static_cast<__mmask16>((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? 0xffff
+  const __mmask16 m1 = cols >= 32   ? 0xffff
                        : cols <= 16 ? 0
                                     : static_cast<__mmask16>((1u << (cols - 16)) - 1);
 #pragma GCC unroll 12
@@ -217,11 +236,19 @@ void GemmMicroKernel(const float* a, int64_t lda, const float* bp, int kc, float
 
 using MicroKernelFn = void (*)(const float*, int64_t, const float*, int, float*, int64_t, int,
                                bool);
-constexpr MicroKernelFn kMicroKernels[kGemmMr + 1] = {
-    nullptr,
-    GemmMicroKernel<1>,  GemmMicroKernel<2>,  GemmMicroKernel<3>,  GemmMicroKernel<4>,
-    GemmMicroKernel<5>,  GemmMicroKernel<6>,  GemmMicroKernel<7>,  GemmMicroKernel<8>,
-    GemmMicroKernel<9>,  GemmMicroKernel<10>, GemmMicroKernel<11>, GemmMicroKernel<12>};
+constexpr MicroKernelFn kMicroKernels[kGemmMr + 1] = {nullptr,
+                                                      GemmMicroKernel<1>,
+                                                      GemmMicroKernel<2>,
+                                                      GemmMicroKernel<3>,
+                                                      GemmMicroKernel<4>,
+                                                      GemmMicroKernel<5>,
+                                                      GemmMicroKernel<6>,
+                                                      GemmMicroKernel<7>,
+                                                      GemmMicroKernel<8>,
+                                                      GemmMicroKernel<9>,
+                                                      GemmMicroKernel<10>,
+                                                      GemmMicroKernel<11>,
+                                                      GemmMicroKernel<12>};
 
 // Widens rows [n0, n0 + cols) x [k0, k0 + kc) of W into Bp[kc][32],
 // zero-padding missing columns.
@@ -277,11 +304,11 @@ void GemmSlab(const float* x, int64_t m, int64_t ldx, const MatMulTarget& t, int
   const size_t esize = DTypeSize(t.w.dtype);
   const char* base = static_cast<const char*>(t.w.data);
   slab.resize(static_cast<size_t>(nb * K));
-  for (int64_t i = 0; i < nb; ++i) WidenRow(t.w.dtype, base + (begin + i) * K * esize, K,
-                                            slab.data() + i * K);
+  for (int64_t i = 0; i < nb; ++i)
+    WidenRow(t.w.dtype, base + (begin + i) * K * esize, K, slab.data() + i * K);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nb),
-              static_cast<int>(K), 1.0f, x, static_cast<int>(ldx), slab.data(),
-              static_cast<int>(K), 0.0f, t.y + begin, static_cast<int>(t.ldy));
+              static_cast<int>(K), 1.0f, x, static_cast<int>(ldx), slab.data(), static_cast<int>(K),
+              0.0f, t.y + begin, static_cast<int>(t.ldy));
   if (t.bias) {
     for (int64_t r = 0; r < m; ++r)
       for (int64_t i = 0; i < nb; ++i) t.y[r * t.ldy + begin + i] += t.bias[begin + i];
@@ -423,9 +450,9 @@ void Axpy(float alpha, const float* x, int64_t n, float* y) {
   }
   if (i < n) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, mask,
-                          _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask, x + i),
-                                          _mm512_maskz_loadu_ps(mask, y + i)));
+    _mm512_mask_storeu_ps(
+        y + i, mask,
+        _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask, x + i), _mm512_maskz_loadu_ps(mask, y + i)));
   }
   return;
 #endif

@@ -35,9 +35,9 @@ struct WeightMatrix {
 // y[m][n] = bias[n] + sum_k x[m][k] * w[n][k]  for m < M, n < w.rows.
 struct MatMulTarget {
   WeightMatrix w;
-  float* y = nullptr;            // [M][ldy]
-  int64_t ldy = 0;               // floats between rows of y
-  const float* bias = nullptr;   // [w.rows] or null
+  float* y = nullptr;           // [M][ldy]
+  int64_t ldy = 0;              // floats between rows of y
+  const float* bias = nullptr;  // [w.rows] or null
 };
 
 // All targets share x [M][ldx] (x has w.cols columns) and run in one

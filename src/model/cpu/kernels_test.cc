@@ -45,7 +45,8 @@ TEST(KernelsTest, MatMulMatchesReferenceForAllPathsAndDtypes) {
   for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
     for (int64_t K : {int64_t{8}, int64_t{16}, int64_t{37}, int64_t{64}, int64_t{200}}) {
       for (int64_t N : {int64_t{1}, int64_t{5}, int64_t{67}}) {
-        for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, kGemvMaxRows, kGemvMaxRows + 1, int64_t{45}}) {
+        for (int64_t M : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, kGemvMaxRows,
+                          kGemvMaxRows + 1, int64_t{45}}) {
           std::vector<float> w(N * K), x(M * (K + 3)), bias(N);
           for (float& v : w) v = u(rng);
           for (float& v : x) v = u(rng);
@@ -107,7 +108,11 @@ TEST(KernelsTest, PagedAttentionMatchesReference) {
     std::vector<float> pool(num_blocks * layout.BlockElements());
     for (float& v : pool) v = u(rng);
     std::vector<int32_t> table = {7, 2, 11, 0, 5, 9, 3};  // 35 positions
-    std::vector<AttentionToken> tokens = {{0, table}, {4, table}, {5, table}, {34, table}};
+    // Runs of consecutive positions become query tiles (of at most 16):
+    // [0], [4, 5], 20 tokens [10, 30) split 16 + 4, [34].
+    std::vector<AttentionToken> tokens = {{0, table}, {4, table}, {5, table}};
+    for (int32_t p = 10; p < 30; ++p) tokens.push_back({p, table});
+    tokens.push_back({34, table});
     std::vector<float> q(tokens.size() * Hq * D);
     for (float& v : q) v = u(rng);
     std::vector<float> out(q.size()), ref(q.size());

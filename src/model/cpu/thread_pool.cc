@@ -67,6 +67,9 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  // Flush denormals to zero: softmax tails (probabilities below 1e-38)
+  // times values would otherwise take the slow microcode path.
+  _mm_setcsr(_mm_getcsr() | kFlushDenormals);
   uint64_t seen = 0;
   while (true) {
     uint64_t gen = generation_.load(std::memory_order_acquire);

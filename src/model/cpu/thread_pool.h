@@ -20,6 +20,10 @@
 
 namespace crescent::model::cpu {
 
+// MXCSR bits FTZ (flush-to-zero) and DAZ (denormals-are-zero). Workers run
+// with them set; callers of a forward pass set them for its duration.
+inline constexpr unsigned kFlushDenormals = 0x8040;
+
 class ThreadPool {
  public:
   // num_threads includes the caller; 1 means no worker threads.
@@ -32,8 +36,7 @@ class ThreadPool {
 
   // Calls fn(begin, end, thread_index) over disjoint chunks covering [0, n),
   // each at most `grain` long; returns when all are done.
-  void ParallelFor(int64_t n, int64_t grain,
-                   const std::function<void(int64_t, int64_t, int)>& fn);
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn);
 
  private:
   void WorkerLoop(int index);
@@ -45,7 +48,7 @@ class ThreadPool {
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};      // workers still inside the current job
+  std::atomic<int> pending_{0};  // workers still inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;

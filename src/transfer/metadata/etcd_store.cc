@@ -116,7 +116,10 @@ class EtcdStore final : public LeasedStore {
       ASSIGN_OR_RETURN(json r, Call("/v3/lease/keepalive", {{"ID", std::to_string(lease)}}));
       // An expired lease answers without a TTL (or TTL 0).
       const json& res = r.contains("result") ? r["result"] : r;
-      if (std::stoll(res.value("TTL", std::string("0"))) <= 0) {
+      int64_t ttl = 0;
+      if (res.contains("TTL"))  // int64 arrives as a string; accept a number too
+        ttl = res["TTL"].is_string() ? std::stoll(res["TTL"].get<std::string>()) : res["TTL"].get<int64_t>();
+      if (ttl <= 0) {
         spdlog::warn("metadata {}: lease {} expired; publishing {} entries again", describe_, lease,
                      owned.size());
         RETURN_IF_ERROR(Regrant(lease));

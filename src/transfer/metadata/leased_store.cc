@@ -61,7 +61,12 @@ void LeasedStore::RefreshLoop() {
       if (stop_cv_.wait_for(lock, period, [this] { return stop_; })) return;
     }
     std::unique_lock publish(publish_mu_);
-    Status st = Refresh(SnapshotOwned());
+    Status st;
+    try {
+      st = Refresh(SnapshotOwned());
+    } catch (const std::exception& e) {  // a malformed reply must not end the process
+      st = InternalError(std::string("refresh failed: ") + e.what());
+    }
     if (!st.ok() && !failing) {
       spdlog::warn("metadata {}: keeping entries alive failed (will retry every {} ms): {}",
                    Describe(), period.count(), st.ToString());

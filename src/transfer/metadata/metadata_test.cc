@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/testutil.h"
@@ -232,6 +234,54 @@ TEST_P(MetadataTest, ServerDownGivesUnavailableWithAddress) {
   std::string addr = fmt::format("127.0.0.1:{}", spec.endpoints[0].second);
   EXPECT_NE(r.status().message().find(addr), std::string::npos) << r.status().ToString();
   EXPECT_FALSE(s->Put("crescent/segments/k", "v").ok());
+}
+
+// SIGSTOP takes effect asynchronously in a multi-threaded process: a thread
+// may serve one more request before the group stop reaches it. Waits until
+// every thread of `pid` is stopped.
+bool WaitStopped(pid_t pid, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+      std::ifstream in(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), {});
+      size_t paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') all = false;
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
+// A server that accepts but never answers (SIGSTOP) costs op_timeout, not a hang.
+TEST_P(MetadataTest, HungServerTimesOut) {
+  auto warm = Open(false);  // a fresh etcd answers once it elected itself
+  ASSERT_TRUE(warm->Put("crescent/segments/h", "v").ok());
+  auto spec = ParseMetadataServer(server_->url());
+  MetadataOptions o;
+  o.ttl = Ttl();
+  o.op_timeout = 500ms;
+  o.leased = false;
+  auto s = OpenMetadataStore(*spec, o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  server_->process().Signal(SIGSTOP);
+  ASSERT_TRUE(WaitStopped(server_->process().pid(), 5s));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = (*s)->Get("crescent/segments/h");
+  auto took = std::chrono::steady_clock::now() - t0;
+  server_->process().Signal(SIGCONT);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().code() == StatusCode::kDeadlineExceeded ||
+              r.status().code() == StatusCode::kUnavailable)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find(fmt::format("127.0.0.1:{}", spec->endpoints[0].second)),
+            std::string::npos)
+      << r.status().ToString();
+  EXPECT_LT(took, 2500ms);  // etcd tries each endpoint once
+  // And it recovers once the server runs again.
+  EXPECT_EQ((*s)->Get("crescent/segments/h").value_or(""), "v");
 }
 
 TEST_P(MetadataTest, OpenUnreachableServerSaysWhereAndHow) {
