@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "apps/command.h"
 #include "common/logging.h"
@@ -36,9 +37,14 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off (env CRESCENT_LOG)");
   app.parse_complete_callback([&] { crescent::InitLogging(log_level); });
+  app.name("crescent");
   for (auto& [name, setup] : crescent::apps::Registry()) setup(app);
+  // vLLM's "-tp N" is a two-letter short option, which CLI11 cannot declare.
+  std::vector<std::string> args;
+  for (int i = argc - 1; i >= 1; --i)  // CLI11 takes the arguments reversed
+    args.push_back(std::string(argv[i]) == "-tp" ? "--tensor-parallel-size" : argv[i]);
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
