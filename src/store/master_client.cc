@@ -48,10 +48,11 @@ std::unique_ptr<MasterClient> MasterClient::Create(std::string address,
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
-  // Reconnect quickly after a master restart.
+  // Reconnect quickly after a master restart. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS
+  // is left at its default on purpose: gRPC also uses it as the connect
+  // timeout, and a small value fails handshakes on a loaded host.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   impl->channel =
       grpc::CreateCustomChannel(impl->address, grpc::InsecureChannelCredentials(), args);

@@ -141,7 +141,10 @@ TEST_F(StoreProcessTest, SeveralClientsSeeEachOthersObjects) {
   auto h1 = StartHolder("32MB");
   auto h2 = StartHolder("32MB");
   std::vector<std::unique_ptr<Client>> clients;
-  for (int i = 0; i < 3; ++i) clients.push_back(NewClient());
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(NewClient());
+    ASSERT_NE(clients.back(), nullptr);
+  }
   std::vector<std::thread> threads;
   std::atomic<int> errors{0};
   for (int i = 0; i < 3; ++i) {
@@ -168,6 +171,7 @@ TEST_F(StoreProcessTest, HolderKilledWithSigkillLosesOnlyItsObjects) {
   auto a = StartHolder("16MB");
   auto b = StartHolder("16MB");
   auto c = NewClient();
+  ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c);
   std::vector<std::string> keys;
   for (int k = 0; k < 40; ++k) {
@@ -219,6 +223,7 @@ TEST_F(StoreProcessTest, HolderKilledWithSigkillLosesOnlyItsObjects) {
 TEST_F(StoreProcessTest, EvictionUnderPressureAcrossProcesses) {
   auto h = StartHolder("8MB");
   auto c = NewClient();
+  ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c);
   for (int k = 0; k < 64; ++k) {
     const std::string key = "e/" + std::to_string(k);
@@ -237,6 +242,7 @@ TEST_F(StoreProcessTest, EvictionUnderPressureAcrossProcesses) {
 TEST_F(StoreProcessTest, MasterRestartKeepsObjectsWhoseBytesLive) {
   auto h = StartHolder("16MB");
   auto c = NewClient();
+  ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c);
   for (int k = 0; k < 10; ++k) {
     const std::string key = "r/" + std::to_string(k);
