@@ -54,6 +54,7 @@ struct Options {
   std::string protocol = "auto";
   int connections = 4;
   std::string slice_size = "1MiB";
+  std::string socket_buffer = "4MiB";
   std::string cluster_id = "crescent";
 };
 
@@ -95,6 +96,8 @@ StatusOr<transfer::TransferEngineOptions> EngineOptions(const Options& o, std::s
   e.connections_per_peer = o.connections;
   e.cluster_id = o.cluster_id;
   ASSIGN_OR_RETURN(e.slice_size, ParseSize(o.slice_size));
+  ASSIGN_OR_RETURN(uint64_t sockbuf, ParseSize(o.socket_buffer));
+  e.socket_buffer_bytes = static_cast<int>(std::min<uint64_t>(sockbuf, 1 << 30));
   if (o.protocol == "tcp") e.policy = transfer::TransportPolicy::kTcpOnly;
   else if (o.protocol == "shm") e.policy = transfer::TransportPolicy::kShmOnly;
   else if (o.protocol == "auto") e.policy = transfer::TransportPolicy::kAuto;
@@ -288,6 +291,8 @@ void Setup(CLI::App& root) {
   cmd->add_option("--protocol", o->protocol, "tcp | shm | auto (shm when on one host)");
   cmd->add_option("--connections", o->connections, "pooled tcp connections per peer");
   cmd->add_option("--slice-size", o->slice_size, "tcp slice size");
+  cmd->add_option("--socket-buffer", o->socket_buffer,
+                  "SO_SNDBUF/SO_RCVBUF of tcp sockets (0 = kernel autotuning)");
   cmd->add_option("--cluster-id", o->cluster_id, "metadata key prefix");
   cmd->callback([o] {
     if (o->duration < 0) o->duration = o->mode == "target" ? 0 : 5;

@@ -296,6 +296,10 @@ StatusOr<SegmentInfo> TransferEngineImpl::GetSegmentInfo(SegmentHandle h) {
   info.name = seg->name;
   if (seg->own) {
     info.host = options_.local_hostname;
+    {
+      std::lock_guard lock(publish_mu_);
+      info.tcp_port = desc_.tcp_port;
+    }
     info.shared_memory = true;
     info.regions = registry_.Regions();
     for (auto& r : info.regions) r.address = nullptr;

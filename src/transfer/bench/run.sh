@@ -16,7 +16,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$out"
+  [ -n "${KEEP_LOGS:-}" ] && cp "$out"/*.log /tmp/ 2>/dev/null; rm -rf "$out"
 }
 trap cleanup EXIT
 trap "exit 1" INT TERM
