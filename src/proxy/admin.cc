@@ -142,7 +142,7 @@ http::Response StatusPage(Proxy::Core& core) {
                          {"failures_total", i.failures_total},
                          {"last_error", i.last_error}});
   }
-  in_flight = core.metrics.in_flight.load();
+  in_flight = static_cast<int64_t>(core.metrics.in_flight->value());
   json errors = json::array();
   for (const auto& e : core.router.RecentErrors())
     errors.push_back({{"unix_ms", e.unix_ms},
@@ -208,7 +208,7 @@ void RegisterControlRoutes(const std::shared_ptr<Proxy::Core>& core, http::Serve
   });
   server.Handle(http::Method::kGet, "/metrics", [c](const http::Request&) {
     http::Response r = http::Response::Text(200, c->metrics.Render(c->router));
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.content_type = metrics::kContentType;
     return r;
   });
 }

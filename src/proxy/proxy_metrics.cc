@@ -4,72 +4,63 @@
 
 namespace crescent::proxy {
 
-void LatencyHistogram::Observe(double seconds) {
-  size_t i = 0;
-  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
-  buckets_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_us_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
-}
+namespace {
+// Seconds; finer than metrics::LatencyBuckets() at the low end, where the
+// proxy's own overhead lives.
+const std::vector<double> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+}  // namespace
 
-void LatencyHistogram::Render(std::string& out, std::string_view name,
-                              std::string_view labels) const {
-  std::string sep = labels.empty() ? "" : ",";
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < buckets_.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
-    std::string le = i < kBounds.size() ? fmt::format("{}", kBounds[i]) : "+Inf";
-    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, le, cumulative);
-  }
-  std::string braces = labels.empty() ? "" : fmt::format("{{{}}}", labels);
-  out += fmt::format("{}_sum{} {}\n", name, braces, sum_us_.load() / 1e6);
-  out += fmt::format("{}_count{} {}\n", name, braces, count_.load());
+ProxyMetrics::ProxyMetrics() {
+  auto& req = registry.AddCounter("crescent_proxy_requests_total",
+                                  "Client requests by endpoint and outcome.",
+                                  {"endpoint", "outcome"});
+  const char* endpoints[2] = {"/v1/completions", "/v1/chat/completions"};
+  const char* outcomes[3] = {"ok", "client_error", "failed"};
+  for (int e = 0; e < 2; ++e)
+    for (int o = 0; o < 3; ++o) requests[e][o] = &req.Get({endpoints[e], outcomes[o]});
+  in_flight = &registry.AddGauge("crescent_proxy_in_flight_requests", "Client requests being served.").Get();
+  streams_broken = &registry
+                        .AddCounter("crescent_proxy_streams_broken_total",
+                                    "Streams ended with an error event after bytes were sent "
+                                    "(decode instance failed).")
+                        .Get();
+  client_disconnects = &registry
+                            .AddCounter("crescent_proxy_client_disconnects_total",
+                                        "Clients that left before their response completed.")
+                            .Get();
+  auto& retry = registry.AddCounter("crescent_proxy_retries_total",
+                                    "Requests retried on another instance.", {"role"});
+  retries[0] = &retry.Get({"prefill"});
+  retries[1] = &retry.Get({"decode"});
+  prefill_skipped = &registry
+                         .AddCounter("crescent_proxy_prefill_skipped_total",
+                                     "Requests whose decode instance prefilled itself (no "
+                                     "prefill instance succeeded).")
+                         .Get();
+  auto& fail = registry.AddCounter("crescent_proxy_upstream_failures_total",
+                                   "Failed requests to instances.", {"role"});
+  upstream_failures[0] = &fail.Get({"prefill"});
+  upstream_failures[1] = &fail.Get({"decode"});
+  prefill_seconds =
+      &registry.AddHistogram("crescent_proxy_prefill_seconds", "Time of the prefill step.", kBounds).Get();
+  first_byte_seconds = &registry
+                            .AddHistogram("crescent_proxy_first_byte_seconds",
+                                          "From the client's request to the first response byte "
+                                          "sent.",
+                                          kBounds)
+                            .Get();
+  request_seconds = &registry
+                         .AddHistogram("crescent_proxy_request_seconds",
+                                       "From the client's request to its end.", kBounds)
+                         .Get();
 }
 
 std::string ProxyMetrics::Render(const Router& router) const {
-  std::string o;
-  o.reserve(8192);
+  std::string o = registry.Render();
   auto help = [&](std::string_view name, std::string_view type, std::string_view text) {
     o += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, text, name, type);
   };
-  const char* endpoints[2] = {"/v1/completions", "/v1/chat/completions"};
-  help("crescent_proxy_requests_total", "counter", "Client requests by endpoint and outcome.");
-  for (int e = 0; e < 2; ++e) {
-    o += fmt::format("crescent_proxy_requests_total{{endpoint=\"{}\",outcome=\"ok\"}} {}\n",
-                     endpoints[e], requests_ok[e].load());
-    o += fmt::format(
-        "crescent_proxy_requests_total{{endpoint=\"{}\",outcome=\"client_error\"}} {}\n",
-        endpoints[e], requests_client_error[e].load());
-    o += fmt::format("crescent_proxy_requests_total{{endpoint=\"{}\",outcome=\"failed\"}} {}\n",
-                     endpoints[e], requests_failed[e].load());
-  }
-  help("crescent_proxy_in_flight_requests", "gauge", "Client requests being served.");
-  o += fmt::format("crescent_proxy_in_flight_requests {}\n", in_flight.load());
-  help("crescent_proxy_streams_broken_total", "counter",
-       "Streams ended with an error event after bytes were sent (decode instance failed).");
-  o += fmt::format("crescent_proxy_streams_broken_total {}\n", streams_broken.load());
-  help("crescent_proxy_client_disconnects_total", "counter",
-       "Clients that left before their response completed.");
-  o += fmt::format("crescent_proxy_client_disconnects_total {}\n", client_disconnects.load());
-  help("crescent_proxy_retries_total", "counter", "Requests retried on another instance.");
-  o += fmt::format("crescent_proxy_retries_total{{role=\"prefill\"}} {}\n", prefill_retries.load());
-  o += fmt::format("crescent_proxy_retries_total{{role=\"decode\"}} {}\n", decode_retries.load());
-  help("crescent_proxy_prefill_skipped_total", "counter",
-       "Requests whose decode instance prefilled itself (no prefill instance succeeded).");
-  o += fmt::format("crescent_proxy_prefill_skipped_total {}\n", prefill_skipped.load());
-  help("crescent_proxy_upstream_failures_total", "counter", "Failed requests to instances.");
-  o += fmt::format("crescent_proxy_upstream_failures_total{{role=\"prefill\"}} {}\n",
-                   upstream_failures[0].load());
-  o += fmt::format("crescent_proxy_upstream_failures_total{{role=\"decode\"}} {}\n",
-                   upstream_failures[1].load());
-  help("crescent_proxy_prefill_seconds", "histogram", "Time of the prefill step.");
-  prefill_seconds.Render(o, "crescent_proxy_prefill_seconds", "");
-  help("crescent_proxy_first_byte_seconds", "histogram",
-       "From the client's request to the first response byte sent.");
-  first_byte_seconds.Render(o, "crescent_proxy_first_byte_seconds", "");
-  help("crescent_proxy_request_seconds", "histogram", "From the client's request to its end.");
-  request_seconds.Render(o, "crescent_proxy_request_seconds", "");
-
   auto instances = router.Instances();
   help("crescent_proxy_instance_healthy", "gauge", "1 when the instance is in rotation.");
   for (const auto& i : instances)

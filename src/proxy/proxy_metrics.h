@@ -1,51 +1,40 @@
-// The proxy's Prometheus metrics (text exposition format 0.0.4 on /metrics).
+// The proxy's Prometheus metrics (text exposition format 0.0.4 on /metrics),
+// on the shared metrics library (common/metrics.h).
 //
-// Counters and histograms are lock-free atomics updated on the request
-// path; per-instance gauges are read from the Router at scrape time.
-// (A shared metrics library was not available when this was written; this
-// one stays small and private to the proxy.)
+// Counters, gauges and histograms live in a registry of the proxy's own (so
+// that several proxies in one process, as in tests, keep separate figures);
+// the per-instance gauges are read from the Router at scrape time, so that
+// an instance that left the router leaves no stale series behind.
+//
+// Thread safety: updates are lock-free atomics; Render may run anywhere.
 #pragma once
 
-#include <array>
-#include <atomic>
-#include <cstdint>
 #include <string>
 
+#include "common/metrics.h"
 #include "proxy/router.h"
 
 namespace crescent::proxy {
 
-// A fixed-bucket latency histogram in seconds.
-class LatencyHistogram {
- public:
-  static constexpr std::array<double, 14> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                     0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                                     5,      10};
-  void Observe(double seconds);
-  // Appends the _bucket/_sum/_count lines of `name` with `labels` ("" or 'k="v"').
-  void Render(std::string& out, std::string_view name, std::string_view labels) const;
-
- private:
-  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};  // last: +Inf
-  std::atomic<uint64_t> count_{0};
-  std::atomic<uint64_t> sum_us_{0};
-};
-
 struct ProxyMetrics {
-  // Client requests by endpoint (0 completions, 1 chat) and outcome.
-  std::atomic<uint64_t> requests_ok[2]{};
-  std::atomic<uint64_t> requests_client_error[2]{};  // 4xx from the instance
-  std::atomic<uint64_t> requests_failed[2]{};        // 5xx / no instance / broken stream
-  std::atomic<uint64_t> streams_broken{0};  // ended with an error event after bytes went out
-  std::atomic<uint64_t> client_disconnects{0};
-  std::atomic<int64_t> in_flight{0};
-  std::atomic<uint64_t> prefill_retries{0};
-  std::atomic<uint64_t> prefill_skipped{0};  // decode prefilled itself
-  std::atomic<uint64_t> decode_retries{0};
-  std::atomic<uint64_t> upstream_failures[2]{};  // by Role
-  LatencyHistogram prefill_seconds;
-  LatencyHistogram first_byte_seconds;  // client request to first byte out
-  LatencyHistogram request_seconds;     // client request to last byte out
+  ProxyMetrics();
+
+  enum Outcome { kOk = 0, kClientError = 1, kFailed = 2 };
+
+  metrics::Registry registry;
+  // Client requests by endpoint (0 completions, 1 chat) and outcome: ok,
+  // client_error (4xx from the instance or the proxy), failed (5xx, no
+  // instance, broken stream, client gone).
+  metrics::Counter* requests[2][3];
+  metrics::Gauge* in_flight;
+  metrics::Counter* streams_broken;  // ended with an error event after bytes went out
+  metrics::Counter* client_disconnects;
+  metrics::Counter* retries[2];            // by Role
+  metrics::Counter* prefill_skipped;       // decode prefilled itself
+  metrics::Counter* upstream_failures[2];  // by Role
+  metrics::Histogram* prefill_seconds;
+  metrics::Histogram* first_byte_seconds;  // client request to first byte out
+  metrics::Histogram* request_seconds;     // client request to last byte out
 
   std::string Render(const Router& router) const;
 };

@@ -48,7 +48,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
         start_(Clock::now()) {}
 
   void Run() {
-    core_->metrics.in_flight++;
+    core_->metrics.in_flight->Inc();
     {
       std::lock_guard lock(core_->exchanges_mu);
       core_->exchanges[this] = weak_from_this();
@@ -106,7 +106,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       gone_ = true;
       h = handle_;
     }
-    core_->metrics.client_disconnects++;
+    core_->metrics.client_disconnects->Inc();
     if (h) h->Cancel();
   }
 
@@ -171,7 +171,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     }
     if (gone) return Finish(499, "client disconnected");
     if (s.ok() && status >= 200 && status < 300) {
-      core_->metrics.prefill_seconds.Observe(Seconds(Clock::now() - t0));
+      core_->metrics.prefill_seconds->Observe(Seconds(Clock::now() - t0));
       lease.Release();
       return StartDecode();
     }
@@ -185,16 +185,16 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     }
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, body.substr(0, 300))) : s;
     bool unreachable = Unreachable(s, status);
-    core_->metrics.upstream_failures[0]++;
+    core_->metrics.upstream_failures[0]->Inc();
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: prefill on {} failed: {}", id_, lease.address(), err.ToString());
     lease.Release();
-    core_->metrics.prefill_retries++;
+    core_->metrics.retries[0]->Inc();
     StartPrefill();
   }
 
   void SkipPrefill(std::string_view why) {
-    core_->metrics.prefill_skipped++;
+    core_->metrics.prefill_skipped->Inc();
     prefill_log_ += fmt::format("{}skipped ({})", prefill_log_.empty() ? "" : ",", why);
     StartDecode();
   }
@@ -222,7 +222,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                               "request: {}",
                               last_error, lease.status().message()));
     }
-    if (decode_tries_ > 0) core_->metrics.decode_retries++;
+    if (decode_tries_ > 0) core_->metrics.retries[1]->Inc();
     decode_tries_++;
     tried_decode_.push_back(lease->instance_id());
     decode_log_ += (decode_log_.empty() ? "" : ",") + lease->address();
@@ -323,14 +323,14 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     Status err = s.ok() ? InternalError(fmt::format("HTTP {}: {}", status, buffered_.substr(0, 300)))
                         : s;
     bool unreachable = Unreachable(s, status);
-    core_->metrics.upstream_failures[1]++;
+    core_->metrics.upstream_failures[1]->Inc();
     core_->router.ReportFailure(lease, id_, err, unreachable);
     spdlog::warn("request {}: decode on {} failed{}: {}", id_, lease.address(),
                  began ? " mid-stream" : "", err.ToString());
     std::string where = lease.address();
     lease.Release();
     if (began) {
-      core_->metrics.streams_broken++;
+      core_->metrics.streams_broken->Inc();
       writer_->Write(StreamErrorEvents(
           502, fmt::format("decode instance {} failed mid-stream: {}", where, err.message())));
       writer_->End();
@@ -376,7 +376,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   }
 
   void FirstByte() {
-    core_->metrics.first_byte_seconds.Observe(Seconds(Clock::now() - start_));
+    core_->metrics.first_byte_seconds->Observe(Seconds(Clock::now() - start_));
   }
 
   void Fail(int status, std::string message) {
@@ -401,12 +401,12 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     }
     auto& m = core_->metrics;
     int e = endpoint_ == Endpoint::kCompletions ? 0 : 1;
-    if (status >= 200 && status < 400) m.requests_ok[e]++;
-    else if (status >= 400 && status < 500 && status != 499) m.requests_client_error[e]++;
-    else m.requests_failed[e]++;
-    m.in_flight--;
+    if (status >= 200 && status < 400) m.requests[e][ProxyMetrics::kOk]->Inc();
+    else if (status >= 400 && status < 500 && status != 499) m.requests[e][ProxyMetrics::kClientError]->Inc();
+    else m.requests[e][ProxyMetrics::kFailed]->Inc();
+    m.in_flight->Dec();
     auto elapsed = Clock::now() - start_;
-    m.request_seconds.Observe(Seconds(elapsed));
+    m.request_seconds->Observe(Seconds(elapsed));
     {
       std::lock_guard lock(core_->exchanges_mu);
       core_->exchanges.erase(this);
@@ -469,7 +469,7 @@ void HandleInference(std::shared_ptr<Proxy::Core> core, Endpoint endpoint, http:
   auto parsed = ParseRequest(endpoint, request.body);
   int e = endpoint == Endpoint::kCompletions ? 0 : 1;
   if (!parsed.ok()) {
-    core->metrics.requests_client_error[e]++;
+    core->metrics.requests[e][ProxyMetrics::kClientError]->Inc();
     writer->Send(JsonError(400, parsed.status().message()));
     return;
   }
