@@ -103,7 +103,8 @@ StatusOr<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options) {
   const ProxyOptions& o = core->options;
   for (const auto& a : o.prefill) RETURN_IF_ERROR(core->router.Add(Role::kPrefill, a).WithContext("--prefill"));
   for (const auto& a : o.decode) RETURN_IF_ERROR(core->router.Add(Role::kDecode, a).WithContext("--decode"));
-  core->id_prefix = fmt::format("cmpl-{:08x}", static_cast<uint32_t>(std::random_device{}()));
+  // No "cmpl-": the instance adds it to the X-Request-Id (as vLLM does).
+  core->id_prefix = fmt::format("{:08x}", static_cast<uint32_t>(std::random_device{}()));
 
   http::ClientOptions co;
   co.connect_timeout = o.connect_timeout;
