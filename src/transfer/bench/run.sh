@@ -25,7 +25,12 @@ meta="http://127.0.0.1:$port/metadata"
 "$BIN" metadata-server --host 127.0.0.1 --port "$port" >"$out/meta.log" 2>&1 & pids+=($!)
 "$BIN" transfer-bench --mode target --metadata-server "$meta" --segment-id bench-target \
   --buffer-size 512MiB >"$out/target.log" 2>&1 & pids+=($!)
-sleep 1
+# Wait until the target has published its segment (start-up is slower on a
+# loaded host than any fixed sleep).
+for _ in $(seq 100); do
+  "$BIN" metadata --metadata-server "$meta" get crescent/segments/bench-target >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
 record() { echo "$1 $2" >>"$out/results"; }
 gbps() { sed -n 's/.*gbps=\([0-9.]*\).*/\1/p'; }
