@@ -105,6 +105,22 @@ void SetSocketTimeouts(int fd, std::chrono::milliseconds timeout) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+namespace {
+// Drops the first `done` bytes from the iovec array (after a partial
+// sendmsg/recvmsg): whole entries are skipped, a partial one is trimmed.
+void AdvanceIov(size_t done, struct iovec** iov, int* count) {
+  while (*count > 0 && done >= (*iov)->iov_len) {
+    done -= (*iov)->iov_len;
+    ++*iov;
+    --*count;
+  }
+  if (*count > 0) {
+    (*iov)->iov_base = static_cast<char*>((*iov)->iov_base) + done;
+    (*iov)->iov_len -= done;
+  }
+}
+}  // namespace
+
 Status SendAll(int fd, struct iovec* iov, int count, const char* what) {
   while (count > 0) {
     msghdr msg{};
@@ -115,16 +131,7 @@ Status SendAll(int fd, struct iovec* iov, int count, const char* what) {
       if (errno == EINTR) continue;
       return IoError(errno, what, "send");
     }
-    size_t left = static_cast<size_t>(n);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    AdvanceIov(static_cast<size_t>(n), &iov, &count);
   }
   return OkStatus();
 }
@@ -161,16 +168,7 @@ Status RecvAll(int fd, struct iovec* iov, int count, const char* what) {
       if (errno == EINTR) continue;
       return IoError(errno, what, "receive");
     }
-    size_t left = static_cast<size_t>(n);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
+    AdvanceIov(static_cast<size_t>(n), &iov, &count);
   }
   return OkStatus();
 }

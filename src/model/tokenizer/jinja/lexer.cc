@@ -1,5 +1,7 @@
 #include "model/tokenizer/jinja/lexer.h"
 
+#include "model/tokenizer/utf8.h"
+
 #include <cctype>
 
 namespace crescent::jinja {
@@ -227,7 +229,7 @@ class Lexer {
             cp = cp * 16 + static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
           }
           if (cp > 0x10FFFF) return Error(e, "escape beyond U+10FFFF in string literal");
-          AppendCodePoint(cp, &out);
+          tokenizer::AppendUtf8(cp, &out);
           e += len;
           break;
         }
@@ -237,24 +239,6 @@ class Lexer {
     if (e >= src_.size()) return Error(p, "string literal is never closed");
     Emit(Token::Type::kString, std::move(out), p);
     return e + 1;
-  }
-
-  static void AppendCodePoint(char32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
   }
 
   int LineAt(size_t offset) {
