@@ -1,0 +1,388 @@
+// Paged attention over the bf16 KV pool (layout of kv_layout.h: per block
+// [L][2][Hkv][B][D], so one (layer, kind, head) of a block is a contiguous
+// [B][D] plane and a key row is D contiguous bf16).
+//
+// Decode (few new tokens per sequence): split-K over the context. Block
+// (item, kv head, split) scores its keys for all Hq/Hkv query heads that
+// share the KV head (K and V read once per KV head, GQA), keeps scores in
+// shared memory, and either writes the normalised output (one split) or
+// (o, max, sum) partials that a combine kernel merges.
+//
+// Prefill (chunks of many tokens): FlashAttention-style tiles of 64 queries
+// x 64 keys on the tensor cores (bf16 WMMA, float32 accumulate), online
+// softmax in float32; each warp owns 16 query rows end to end.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <cfloat>
+
+#include "model/cuda/device_helpers.cuh"
+#include "model/cuda/kernels.h"
+
+namespace crescent::model::cuda {
+namespace {
+
+constexpr int kDecodeThreads = 128;
+constexpr int kMaxGroup = 8;  // query heads per KV head
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ const __nv_bfloat16* KeyRow(const AttentionArgs& a, int32_t table_offset,
+                                                       int32_t key, int32_t kind, int32_t kv_head) {
+  const int64_t block = a.block_tables[table_offset + key / a.B];
+  const int64_t slot = key % a.B;
+  const int64_t block_elems = static_cast<int64_t>(a.L) * 2 * a.Hkv * a.B * a.D;
+  return reinterpret_cast<const __nv_bfloat16*>(a.kv_pool) + block * block_elems +
+         ((static_cast<int64_t>(a.layer) * 2 + kind) * a.Hkv + kv_head) * a.B * a.D + slot * a.D;
+}
+
+// ---------------------------------------------------------------- decode
+
+template <int D>
+__global__ void __launch_bounds__(kDecodeThreads)
+    DecodeAttentionKernel(AttentionArgs a, const DecodeItem* items, int32_t splits,
+                          int32_t split_len, float* partial) {
+  constexpr int kLanes = D / 8;                        // lanes per key row (16 B each)
+  constexpr int kGroups = kDecodeThreads / kLanes;     // keys in flight per block
+  extern __shared__ float smem[];
+  const DecodeItem item = items[blockIdx.x];
+  const int32_t kv_head = blockIdx.y, split = blockIdx.z;
+  const int32_t G = a.Hq / a.Hkv;
+  const int32_t ctx = item.position + 1;
+  const int32_t k_begin = split * split_len;
+  if (k_begin >= ctx) return;  // the combine kernel ignores this split
+  const int32_t k_end = min(ctx, k_begin + split_len), n = k_end - k_begin;
+  float* q_s = smem;                      // [G][D], pre-scaled to log2 units
+  float* s_s = q_s + G * D;               // [G][split_len] scores, then probabilities
+  float* ml_s = s_s + G * split_len;      // [G][2] max, sum
+  float* red_s = ml_s + 2 * kMaxGroup;    // [kGroups][G][D]
+  const int tid = threadIdx.x, group = tid / kLanes, lane = tid % kLanes;
+  const float qscale = a.scale * kLog2e;
+  for (int i = tid; i < G * D; i += kDecodeThreads) {
+    const int g = i / D, d = i % D;
+    q_s[i] = a.qkv[static_cast<int64_t>(item.row) * a.qkv_stride + (kv_head * G + g) * D + d] *
+             qscale;
+  }
+  __syncthreads();
+
+  // Scores: kLanes lanes per key; the loop bound is uniform so that the
+  // shuffles see every lane.
+  for (int32_t base = k_begin; base < k_end; base += kGroups) {
+    const int32_t key = base + group;
+    const bool valid = key < k_end;
+    float kf[8] = {};
+    if (valid) LoadBf16x8(KeyRow(a, item.table_offset, key, 0, kv_head) + lane * 8, kf);
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+      float dot = 0.f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) dot += q_s[g * D + lane * 8 + j] * kf[j];
+#pragma unroll
+      for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (valid && lane == 0) s_s[g * split_len + (key - k_begin)] = dot;
+    }
+  }
+  __syncthreads();
+
+  // Softmax per query head: warp w handles heads w, w+4, ...
+  const int warp = tid / 32, wl = tid % 32;
+  for (int g = warp; g < G; g += kDecodeThreads / 32) {
+    float* s = s_s + g * split_len;
+    float m = -FLT_MAX;
+    for (int i = wl; i < n; i += 32) m = fmaxf(m, s[i]);
+    m = WarpMax(m);
+    float l = 0.f;
+    for (int i = wl; i < n; i += 32) {
+      const float p = exp2f(s[i] - m);
+      s[i] = p;
+      l += p;
+    }
+    l = WarpSum(l);
+    if (wl == 0) {
+      ml_s[2 * g] = m;
+      ml_s[2 * g + 1] = l;
+    }
+  }
+  __syncthreads();
+
+  // Weighted sum of V rows: each lane accumulates 8 dims of every head.
+  float acc[kMaxGroup][8] = {};
+  for (int32_t key = k_begin + group; key < k_end; key += kGroups) {
+    float vf[8];
+    LoadBf16x8(KeyRow(a, item.table_offset, key, 1, kv_head) + lane * 8, vf);
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+      const float p = s_s[g * split_len + (key - k_begin)];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[j];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= G) break;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) red_s[(group * G + g) * D + lane * 8 + j] = acc[g][j];
+  }
+  __syncthreads();
+  for (int i = tid; i < G * D; i += kDecodeThreads) {
+    const int g = i / D, d = i % D;
+    float o = 0.f;
+    for (int k = 0; k < kGroups; ++k) o += red_s[(k * G + g) * D + d];
+    const int32_t h = kv_head * G + g;
+    if (splits == 1) {
+      a.out[static_cast<int64_t>(item.row) * a.Hq * D + h * D + d] =
+          __bfloat16_as_ushort(__float2bfloat16(o / ml_s[2 * g + 1]));
+    } else {
+      float* p = partial + ((static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits + split) * (D + 2);
+      p[d] = o;
+      if (d == 0) {
+        p[D] = ml_s[2 * g];
+        p[D + 1] = ml_s[2 * g + 1];
+      }
+    }
+  }
+}
+
+// grid (items, Hq), D threads (at least 32): merges the splits that hold keys.
+__global__ void CombineSplitsKernel(AttentionArgs a, const DecodeItem* items, int32_t splits,
+                                    int32_t split_len, const float* partial) {
+  const int32_t D = a.D, h = blockIdx.y, d = threadIdx.x;
+  const DecodeItem item = items[blockIdx.x];
+  const int32_t used = (item.position + 1 + split_len - 1) / split_len;
+  const float* p = partial + (static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits * (D + 2);
+  float m = -FLT_MAX;
+  for (int s = 0; s < used; ++s) m = fmaxf(m, p[s * (D + 2) + D]);
+  float o = 0.f, l = 0.f;
+  for (int s = 0; s < used; ++s) {
+    const float w = exp2f(p[s * (D + 2) + D] - m);
+    l += w * p[s * (D + 2) + D + 1];
+    if (d < D) o += w * p[s * (D + 2) + d];
+  }
+  if (d < D) {
+    a.out[static_cast<int64_t>(item.row) * a.Hq * D + h * D + d] =
+        __bfloat16_as_ushort(__float2bfloat16(o / l));
+  }
+}
+
+// --------------------------------------------------------------- prefill
+
+namespace wmma = nvcuda::wmma;
+constexpr int kTileKeys = 64;
+constexpr int kPrefillThreads = 128;  // 4 warps x 16 query rows
+
+template <int D>
+struct PrefillSmem {
+  static constexpr int kLdb = D + 8;           // bf16 row stride of Q/K/V tiles
+  static constexpr int kLds = kTileKeys + 4;   // float row stride of S
+  static constexpr int kLdp = kTileKeys + 8;   // bf16 row stride of P
+  static constexpr int kLdo = D + 4;           // float row stride of O
+  static constexpr size_t kQ = 0;
+  static constexpr size_t kK = kQ + size_t{kPrefillTileRows} * kLdb * 2;
+  static constexpr size_t kV = kK + size_t{kTileKeys} * kLdb * 2;
+  static constexpr size_t kS = kV + size_t{kTileKeys} * kLdb * 2;
+  static constexpr size_t kP = kS + size_t{kPrefillTileRows} * kLds * 4;
+  static constexpr size_t kO = kP + size_t{kPrefillTileRows} * kLdp * 2;
+  static constexpr size_t kBytes = kO + size_t{kPrefillTileRows} * kLdo * 4;
+};
+
+template <int D>
+__global__ void __launch_bounds__(kPrefillThreads)
+    PrefillAttentionKernel(AttentionArgs a, const PrefillTile* tiles) {
+  using L = PrefillSmem<D>;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kQ);
+  __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kK);
+  __nv_bfloat16* v_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kV);
+  float* s_s = reinterpret_cast<float*>(smem_raw + L::kS);
+  __nv_bfloat16* p_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kP);
+  float* o_s = reinterpret_cast<float*>(smem_raw + L::kO);
+
+  const PrefillTile tile = tiles[blockIdx.x];
+  const int32_t h = blockIdx.y, kv_head = h / (a.Hq / a.Hkv);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  for (int i = tid; i < kPrefillTileRows * D; i += kPrefillThreads) {
+    const int r = i / D, d = i % D;
+    const float v =
+        r < tile.rows ? a.qkv[static_cast<int64_t>(tile.row + r) * a.qkv_stride + h * D + d] : 0.f;
+    q_s[r * L::kLdb + d] = __float2bfloat16(v);
+  }
+  for (int i = lane; i < 16 * D; i += 32) o_s[(warp * 16 + i / D) * L::kLdo + i % D] = 0.f;
+  __syncthreads();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf[D / 16];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wmma::load_matrix_sync(qf[kk], q_s + warp * 16 * L::kLdb + kk * 16, L::kLdb);
+
+  // Softmax state of row (warp*16 + lane/2), shared by the lane pair.
+  const int row = warp * 16 + lane / 2, half = lane % 2;
+  const int32_t q_pos = tile.position + row;
+  float m_row = -FLT_MAX, l_row = 0.f;
+  const float qscale = a.scale * kLog2e;
+  const int32_t last = tile.position + tile.rows - 1;
+  const int32_t num_key_tiles = last / kTileKeys + 1;
+  constexpr int kVecs = D / 8;  // 16-byte vectors per key row
+
+  for (int32_t kt = 0; kt < num_key_tiles; ++kt) {
+    __syncthreads();  // every warp is done with the previous K/V tile
+    for (int i = tid; i < kTileKeys * kVecs; i += kPrefillThreads) {
+      const int r = i / kVecs, c = i % kVecs;
+      const int32_t key = kt * kTileKeys + r;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (key <= last) {  // zero rows past the end: 0 * garbage may be NaN
+        kv = *reinterpret_cast<const uint4*>(KeyRow(a, tile.table_offset, key, 0, kv_head) + c * 8);
+        vv = *reinterpret_cast<const uint4*>(KeyRow(a, tile.table_offset, key, 1, kv_head) + c * 8);
+      }
+      *reinterpret_cast<uint4*>(k_s + r * L::kLdb + c * 8) = kv;
+      *reinterpret_cast<uint4*>(v_s + r * L::kLdb + c * 8) = vv;
+    }
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows.
+#pragma unroll
+    for (int n = 0; n < kTileKeys / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
+        wmma::load_matrix_sync(kf, k_s + n * 16 * L::kLdb + kk * 16, L::kLdb);
+        wmma::mma_sync(acc, qf[kk], kf, acc);
+      }
+      wmma::store_matrix_sync(s_s + warp * 16 * L::kLds + n * 16, acc, L::kLds,
+                              wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax: each lane of the pair takes 32 of the 64 keys.
+    float s[32];
+    float mx = -FLT_MAX;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int c = half * 32 + j;
+      const int32_t key = kt * kTileKeys + c;
+      s[j] = key <= q_pos ? s_s[row * L::kLds + c] * qscale : -FLT_MAX;
+      mx = fmaxf(mx, s[j]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_new = fmaxf(m_row, mx);
+    const bool any = m_new > -FLT_MAX;  // false only for rows with no key yet
+    const float alpha = any ? exp2f(m_row - m_new) : 1.f;
+    float sum = 0.f;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const float p = (any && s[j] > -FLT_MAX) ? exp2f(s[j] - m_new) : 0.f;
+      sum += p;
+      p_s[row * L::kLdp + half * 32 + j] = __float2bfloat16(p);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l_row = l_row * alpha + sum;
+    m_row = m_new;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) o_s[row * L::kLdo + d] *= alpha;
+    __syncwarp();
+
+    // O += P V.
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, o_s + warp * 16 * L::kLdo + n * 16, L::kLdo,
+                             wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, p_s + warp * 16 * L::kLdp + kk * 16, L::kLdp);
+        wmma::load_matrix_sync(vf, v_s + kk * 16 * L::kLdb + n * 16, L::kLdb);
+        wmma::mma_sync(acc, pf, vf, acc);
+      }
+      wmma::store_matrix_sync(o_s + warp * 16 * L::kLdo + n * 16, acc, L::kLdo,
+                              wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  if (row < tile.rows) {
+    const float inv = 1.f / l_row;
+    uint16_t* out = a.out + static_cast<int64_t>(tile.row + row) * a.Hq * D + h * D;
+    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) {
+      out[d] = __bfloat16_as_ushort(__float2bfloat16(o_s[row * L::kLdo + d] * inv));
+    }
+  }
+}
+
+template <int D>
+cudaError_t DecodeFor(const AttentionArgs& a, const DecodeItem* items, int32_t num_items,
+                      int32_t splits, int32_t split_len, float* partial, cudaStream_t stream) {
+  const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
+  static size_t raised = 0;  // the opt-in limit set so far for this D
+  if (smem > 48 * 1024 && smem > raised) {
+    cudaError_t err = cudaFuncSetAttribute(DecodeAttentionKernel<D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+    raised = smem;
+  }
+  DecodeAttentionKernel<D><<<dim3(num_items, a.Hkv, splits), kDecodeThreads, smem, stream>>>(
+      a, items, splits, split_len, partial);
+  if (splits > 1) {
+    CombineSplitsKernel<<<dim3(num_items, a.Hq), std::max(32, D), 0, stream>>>(a, items, splits,
+                                                                               split_len, partial);
+  }
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t PrefillFor(const AttentionArgs& a, const PrefillTile* tiles, int32_t num_tiles,
+                       cudaStream_t stream) {
+  constexpr size_t smem = PrefillSmem<D>::kBytes;
+  static bool raised = false;
+  if (!raised) {
+    cudaError_t err = cudaFuncSetAttribute(PrefillAttentionKernel<D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+    raised = true;
+  }
+  PrefillAttentionKernel<D><<<dim3(num_tiles, a.Hq), kPrefillThreads, smem, stream>>>(a, tiles);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool DecodeAttentionSupports(int32_t D, int32_t group) {
+  return (D == 8 || D == 16 || D == 32 || D == 64 || D == 128 || D == 256) && group >= 1 &&
+         group <= kMaxGroup;
+}
+
+size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len) {
+  const int32_t groups = kDecodeThreads / (D / 8);
+  return sizeof(float) * (static_cast<size_t>(group) * D + static_cast<size_t>(group) * split_len +
+                          2 * kMaxGroup + static_cast<size_t>(groups) * group * D);
+}
+
+cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* items,
+                                  int32_t num_items, int32_t splits, int32_t split_len,
+                                  float* partial, cudaStream_t stream) {
+  switch (a.D) {
+    case 8: return DecodeFor<8>(a, items, num_items, splits, split_len, partial, stream);
+    case 16: return DecodeFor<16>(a, items, num_items, splits, split_len, partial, stream);
+    case 32: return DecodeFor<32>(a, items, num_items, splits, split_len, partial, stream);
+    case 64: return DecodeFor<64>(a, items, num_items, splits, split_len, partial, stream);
+    case 128: return DecodeFor<128>(a, items, num_items, splits, split_len, partial, stream);
+    case 256: return DecodeFor<256>(a, items, num_items, splits, split_len, partial, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+bool PrefillAttentionSupports(int32_t D) { return D == 32 || D == 64 || D == 128; }
+
+cudaError_t LaunchPrefillAttention(const AttentionArgs& a, const PrefillTile* tiles,
+                                   int32_t num_tiles, cudaStream_t stream) {
+  switch (a.D) {
+    case 32: return PrefillFor<32>(a, tiles, num_tiles, stream);
+    case 64: return PrefillFor<64>(a, tiles, num_tiles, stream);
+    case 128: return PrefillFor<128>(a, tiles, num_tiles, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace crescent::model::cuda
