@@ -24,6 +24,7 @@ namespace {
 
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxGroup = 8;  // query heads per KV head
+constexpr int kDecodeUnroll = 4;  // K/V rows in flight per lane group
 constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ const __nv_bfloat16* KeyRow(const AttentionArgs& a, int32_t table_offset,
@@ -40,7 +41,7 @@ __device__ __forceinline__ const __nv_bfloat16* KeyRow(const AttentionArgs& a, i
 template <int D>
 __global__ void __launch_bounds__(kDecodeThreads)
     DecodeAttentionKernel(AttentionArgs a, const DecodeItem* items, int32_t splits,
-                          int32_t split_len, float* partial) {
+                          int32_t split_len, float* partial, int32_t* counters) {
   constexpr int kLanes = D / 8;                        // lanes per key row (16 B each)
   constexpr int kGroups = kDecodeThreads / kLanes;     // keys in flight per block
   extern __shared__ float smem[];
@@ -64,22 +65,33 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   __syncthreads();
 
-  // Scores: kLanes lanes per key; the loop bound is uniform so that the
-  // shuffles see every lane.
-  for (int32_t base = k_begin; base < k_end; base += kGroups) {
-    const int32_t key = base + group;
-    const bool valid = key < k_end;
-    float kf[8] = {};
-    if (valid) LoadBf16x8(KeyRow(a, item.table_offset, key, 0, kv_head) + lane * 8, kf);
+  // Scores: kLanes lanes per key, kDecodeUnroll keys per lane group in
+  // flight; the loop bound is uniform so that the shuffles see every lane.
+  for (int32_t base = k_begin; base < k_end; base += kGroups * kDecodeUnroll) {
+    float kf[kDecodeUnroll][8];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= G) break;
-      float dot = 0.f;
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int32_t key = base + u * kGroups + group;
+      if (key < k_end) {
+        LoadBf16x8(KeyRow(a, item.table_offset, key, 0, kv_head) + lane * 8, kf[u]);
+      } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) dot += q_s[g * D + lane * 8 + j] * kf[j];
+        for (int j = 0; j < 8; ++j) kf[u][j] = 0.f;
+      }
+    }
 #pragma unroll
-      for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      if (valid && lane == 0) s_s[g * split_len + (key - k_begin)] = dot;
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int32_t key = base + u * kGroups + group;
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        float dot = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dot += q_s[g * D + lane * 8 + j] * kf[u][j];
+#pragma unroll
+        for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (key < k_end && lane == 0) s_s[g * split_len + (key - k_begin)] = dot;
+      }
     }
   }
   __syncthreads();
@@ -107,15 +119,24 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
   // Weighted sum of V rows: each lane accumulates 8 dims of every head.
   float acc[kMaxGroup][8] = {};
-  for (int32_t key = k_begin + group; key < k_end; key += kGroups) {
-    float vf[8];
-    LoadBf16x8(KeyRow(a, item.table_offset, key, 1, kv_head) + lane * 8, vf);
+  for (int32_t base = k_begin + group; base < k_end; base += kGroups * kDecodeUnroll) {
+    float vf[kDecodeUnroll][8];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= G) break;
-      const float p = s_s[g * split_len + (key - k_begin)];
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int32_t key = base + u * kGroups;
+      if (key < k_end) LoadBf16x8(KeyRow(a, item.table_offset, key, 1, kv_head) + lane * 8, vf[u]);
+    }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[j];
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int32_t key = base + u * kGroups;
+      if (key >= k_end) break;
+#pragma unroll
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        const float p = s_s[g * split_len + (key - k_begin)];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[u][j];
+      }
     }
   }
 #pragma unroll
@@ -142,24 +163,35 @@ __global__ void __launch_bounds__(kDecodeThreads)
       }
     }
   }
-}
+  if (splits == 1) return;
 
-// grid (items, Hq), D threads (at least 32): merges the splits that hold keys.
-__global__ void CombineSplitsKernel(AttentionArgs a, const DecodeItem* items, int32_t splits,
-                                    int32_t split_len, const float* partial) {
-  const int32_t D = a.D, h = blockIdx.y, d = threadIdx.x;
-  const DecodeItem item = items[blockIdx.x];
-  const int32_t used = (item.position + 1 + split_len - 1) / split_len;
-  const float* p = partial + (static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits * (D + 2);
-  float m = -FLT_MAX;
-  for (int s = 0; s < used; ++s) m = fmaxf(m, p[s * (D + 2) + D]);
-  float o = 0.f, l = 0.f;
-  for (int s = 0; s < used; ++s) {
-    const float w = exp2f(p[s * (D + 2) + D] - m);
-    l += w * p[s * (D + 2) + D + 1];
-    if (d < D) o += w * p[s * (D + 2) + d];
+  // The last split block of this (item, kv head) to finish merges all
+  // splits (saves a combine launch); its counter goes back to 0 for the
+  // next launch.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  const int32_t used = (ctx + split_len - 1) / split_len;
+  if (tid == 0) {
+    int32_t* counter = counters + static_cast<int64_t>(blockIdx.x) * a.Hkv + kv_head;
+    last = atomicAdd(counter, 1) == used - 1;
+    if (last) *counter = 0;
   }
-  if (d < D) {
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = tid; i < G * D; i += kDecodeThreads) {
+    const int g = i / D, d = i % D;
+    const int32_t h = kv_head * G + g;
+    const float* p = partial + (static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits * (D + 2);
+    float m = -FLT_MAX;
+    for (int s = 0; s < used; ++s) m = fmaxf(m, __ldcg(p + s * (D + 2) + D));
+    float o = 0.f, l = 0.f;
+    for (int s = 0; s < used; ++s) {
+      const float w = exp2f(__ldcg(p + s * (D + 2) + D) - m);
+      l += w * __ldcg(p + s * (D + 2) + D + 1);
+      o += w * __ldcg(p + s * (D + 2) + d);
+    }
     a.out[static_cast<int64_t>(item.row) * a.Hq * D + h * D + d] =
         __bfloat16_as_ushort(__float2bfloat16(o / l));
   }
@@ -312,7 +344,8 @@ __global__ void __launch_bounds__(kPrefillThreads)
 
 template <int D>
 cudaError_t DecodeFor(const AttentionArgs& a, const DecodeItem* items, int32_t num_items,
-                      int32_t splits, int32_t split_len, float* partial, cudaStream_t stream) {
+                      int32_t splits, int32_t split_len, float* partial, int32_t* counters,
+                      cudaStream_t stream) {
   const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
   static size_t raised = 0;  // the opt-in limit set so far for this D
   if (smem > 48 * 1024 && smem > raised) {
@@ -323,11 +356,7 @@ cudaError_t DecodeFor(const AttentionArgs& a, const DecodeItem* items, int32_t n
     raised = smem;
   }
   DecodeAttentionKernel<D><<<dim3(num_items, a.Hkv, splits), kDecodeThreads, smem, stream>>>(
-      a, items, splits, split_len, partial);
-  if (splits > 1) {
-    CombineSplitsKernel<<<dim3(num_items, a.Hq), std::max(32, D), 0, stream>>>(a, items, splits,
-                                                                               split_len, partial);
-  }
+      a, items, splits, split_len, partial, counters);
   return cudaGetLastError();
 }
 
@@ -361,14 +390,14 @@ size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len) {
 
 cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* items,
                                   int32_t num_items, int32_t splits, int32_t split_len,
-                                  float* partial, cudaStream_t stream) {
+                                  float* partial, int32_t* counters, cudaStream_t stream) {
   switch (a.D) {
-    case 8: return DecodeFor<8>(a, items, num_items, splits, split_len, partial, stream);
-    case 16: return DecodeFor<16>(a, items, num_items, splits, split_len, partial, stream);
-    case 32: return DecodeFor<32>(a, items, num_items, splits, split_len, partial, stream);
-    case 64: return DecodeFor<64>(a, items, num_items, splits, split_len, partial, stream);
-    case 128: return DecodeFor<128>(a, items, num_items, splits, split_len, partial, stream);
-    case 256: return DecodeFor<256>(a, items, num_items, splits, split_len, partial, stream);
+    case 8: return DecodeFor<8>(a, items, num_items, splits, split_len, partial, counters, stream);
+    case 16: return DecodeFor<16>(a, items, num_items, splits, split_len, partial, counters, stream);
+    case 32: return DecodeFor<32>(a, items, num_items, splits, split_len, partial, counters, stream);
+    case 64: return DecodeFor<64>(a, items, num_items, splits, split_len, partial, counters, stream);
+    case 128: return DecodeFor<128>(a, items, num_items, splits, split_len, partial, counters, stream);
+    case 256: return DecodeFor<256>(a, items, num_items, splits, split_len, partial, counters, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -125,6 +125,9 @@ class CudaBackend final : public Backend {
   // Final norm + lm_head of requested rows [r0, r0 + n) into logits_.
   Status RunLogits(int64_t r0, int64_t n);
   Status Capture(int64_t T, int64_t R, cudaGraphExec_t* exec);
+  // Whether a batch of T tokens runs the fused decode path (GEMVs with the
+  // norms, SwiGLU and residual adds folded in).
+  bool FusedDecode(int64_t T) const;
   void DropGraphs();
   // Copies `bytes` between the pool blocks and a host buffer through
   // pinned staging unless the host buffer is page-locked.
@@ -152,6 +155,7 @@ class CudaBackend final : public Backend {
 
   // ---- Forward state (one Forward at a time) ----
   int64_t scratch_tokens_ = 0;  // capacity of the per-token buffers below
+  int64_t scratch_used_ = 0;    // tokens of the batch in flight
   DeviceBuffer x_;       // [T][H] float32 residual stream
   DeviceBuffer delta_;   // [T][H] float32 o_proj / down_proj output
   DeviceBuffer xn_;      // [T][H] bf16 normalised
@@ -162,6 +166,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer cos_, sin_;  // [T][D/2] float32
   DeviceBuffer logits_;  // [kLogitsChunkRows][V] float32
   DeviceBuffer partial_;  // split-K partials, grown on demand
+  DeviceBuffer split_counters_;  // [decode items][Hkv] int32, zero between launches
   DeviceBuffer meta_;     // int32 metadata of the batch (see cuda_forward.cc)
   PinnedBuffer meta_host_;
   PinnedBuffer logits_host_;  // [kLogitsChunkRows][V] float32

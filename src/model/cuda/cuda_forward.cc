@@ -29,10 +29,10 @@ constexpr int64_t kLogitsChunkRows = 256;
 // most kMaxSplitLen keys (its scores live in shared memory).
 constexpr int32_t kDecodeBlocksPerSm = 2;
 constexpr int32_t kMaxSplitLen = 1024;
-constexpr int32_t kMinSplitLen = 64;
+constexpr int32_t kMinSplitLen = 32;
 // Decode split lengths are rounded up to this so that a captured graph
 // (whose launches bake in the split length) serves many steps.
-constexpr int32_t kSplitLenQuantum = 128;
+constexpr int32_t kSplitLenQuantum = 64;
 // Captured decode graphs kept; all are dropped when full.
 constexpr size_t kMaxGraphs = 64;
 
@@ -136,9 +136,14 @@ Status CudaBackend::EnsureScratch(int64_t tokens) {
 Status CudaBackend::Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w, int64_t N,
                          float* y, const char* what) {
   if (T <= kGemvMaxRows && K % 8 == 0) {  // decode sizes: stream the weights once
-    RETURN_IF_CUDA_ERROR(LaunchGemv(x, static_cast<int32_t>(T), static_cast<int32_t>(K), w,
-                                    static_cast<int32_t>(N), y, stream_),
-                         what);
+    GemvArgs g;
+    g.x = x;
+    g.w = w;
+    g.y = y;
+    g.T = static_cast<int32_t>(T);
+    g.K = static_cast<int32_t>(K);
+    g.N = static_cast<int32_t>(N);
+    RETURN_IF_CUDA_ERROR(LaunchGemv(g, stream_), what);
     return OkStatus();
   }
   const float one = 1.f, zero = 0.f;
@@ -228,9 +233,15 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     if (splits > 1) {
       const size_t need = static_cast<size_t>(num_decode_) * c.num_heads * splits *
                           (c.head_dim + 2) * sizeof(float);
-      if (partial_.bytes() < need) {
-        RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "grow split-K buffer");
-        RETURN_IF_ERROR(partial_.Allocate(need * 2, "split-K partials"));
+      const size_t counters = static_cast<size_t>(num_decode_) * c.num_kv_heads * 4;
+      if (partial_.bytes() < need || split_counters_.bytes() < counters) {
+        RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "grow split-K buffers");
+        RETURN_IF_ERROR(partial_.Allocate(std::max(need * 2, partial_.bytes()), "split-K partials"));
+        RETURN_IF_ERROR(split_counters_.Allocate(std::max(counters * 2, split_counters_.bytes()),
+                                                 "split-K counters"));
+        RETURN_IF_CUDA_ERROR(
+            cudaMemset(split_counters_.as<void>(), 0, split_counters_.bytes()),
+            "clear split-K counters");
         DropGraphs();
       }
     }
@@ -324,6 +335,7 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
 
 Status CudaBackend::RunNetwork(int64_t T, int64_t logit_rows) {
   const ModelConfig& c = config_;
+  scratch_used_ = T;
   const int32_t* dm = meta_.as<int32_t>();
   RETURN_IF_CUDA_ERROR(LaunchEmbed(dm + meta_at_.ids, embed_, static_cast<int32_t>(T),
                                    c.hidden_size, x_.as<float>(), stream_),
@@ -341,8 +353,12 @@ Status CudaBackend::RunNetwork(int64_t T, int64_t logit_rows) {
 
 Status CudaBackend::RunLogits(int64_t r0, int64_t n) {
   const ModelConfig& c = config_;
+  // The last down_proj output is still to be added, unless the fused
+  // decode path added it already.
+  const bool fused = FusedDecode(scratch_used_);
   RETURN_IF_CUDA_ERROR(
-      LaunchAddRmsNorm(x_.as<float>(), delta_.as<float>(), layers_.back().down_bias, final_norm_,
+      LaunchAddRmsNorm(x_.as<float>(), fused ? nullptr : delta_.as<float>(),
+                       fused ? nullptr : layers_.back().down_bias, final_norm_,
                        meta_.as<int32_t>() + meta_at_.rows + r0, static_cast<int32_t>(n),
                        c.hidden_size, static_cast<float>(c.rms_norm_eps), xn_.as<bf16_t>(),
                        stream_),
@@ -381,14 +397,31 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int32_t Ti = static_cast<int32_t>(T);
   const int32_t* dm = meta_.as<int32_t>();
+  const bool fused = FusedDecode(T);
 
-  RETURN_IF_CUDA_ERROR(
-      LaunchAddRmsNorm(x_.as<float>(), l == 0 ? nullptr : delta_.as<float>(),
-                       l == 0 ? nullptr : layers_[l - 1].down_bias, w.input_norm, nullptr, Ti, H,
-                       eps, xn_.as<bf16_t>(), stream_),
-      "input norm kernel");
-  profile_.Mark(StageProfile::kNorm, stream_);
-  RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.qkv, QD + 2 * KD, qkv_.as<float>(), "q/k/v"));
+  // Input norm: fused into the q/k/v GEMV for decode sizes (the residual is
+  // already in x_ then), else residual add + norm, then a GEMM.
+  if (fused) {
+    GemvArgs g;
+    g.input = GemvInput::kNormF32;
+    g.x = x_.as<float>();
+    g.norm = w.input_norm;
+    g.eps = eps;
+    g.w = w.qkv;
+    g.y = qkv_.as<float>();
+    g.T = Ti;
+    g.K = H;
+    g.N = QD + 2 * KD;
+    RETURN_IF_CUDA_ERROR(LaunchGemv(g, stream_), "q/k/v GEMV");
+  } else {
+    RETURN_IF_CUDA_ERROR(
+        LaunchAddRmsNorm(x_.as<float>(), l == 0 ? nullptr : delta_.as<float>(),
+                         l == 0 ? nullptr : layers_[l - 1].down_bias, w.input_norm, nullptr, Ti,
+                         H, eps, xn_.as<bf16_t>(), stream_),
+        "input norm kernel");
+    profile_.Mark(StageProfile::kNorm, stream_);
+    RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.qkv, QD + 2 * KD, qkv_.as<float>(), "q/k/v"));
+  }
   profile_.Mark(StageProfile::kQkv, stream_);
   QkvPrologueArgs pa{qkv_.as<float>(), w.qkv_bias, w.q_norm, w.k_norm,
                      cos_.as<float>(),  sin_.as<float>(), dm + meta_at_.slots,
@@ -410,10 +443,61 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
   if (has_decode) {
     RETURN_IF_CUDA_ERROR(
         LaunchDecodeAttention(aa, reinterpret_cast<const DecodeItem*>(dm + meta_at_.decode),
-                              num_decode_, splits_, split_len_, partial_.as<float>(), stream_),
+                              num_decode_, splits_, split_len_, partial_.as<float>(),
+                              split_counters_.as<int32_t>(), stream_),
         "decode attention kernel");
     profile_.Mark(StageProfile::kDecodeAttention, stream_);
   }
+
+  if (fused) {
+    // o_proj adds straight into the residual stream; the post-attention
+    // norm rides on the gate/up GEMV; SwiGLU on the down GEMV, which adds
+    // into the residual stream as well.
+    GemvArgs o;
+    o.x = attn_.as<bf16_t>();
+    o.w = w.o;
+    o.bias = w.o_bias;
+    o.y = x_.as<float>();
+    o.accumulate = true;
+    o.T = Ti;
+    o.K = QD;
+    o.N = H;
+    RETURN_IF_CUDA_ERROR(LaunchGemv(o, stream_), "o_proj GEMV");
+    profile_.Mark(StageProfile::kOProj, stream_);
+    GemvArgs gu;
+    gu.input = GemvInput::kNormF32;
+    gu.x = x_.as<float>();
+    gu.norm = w.post_norm;
+    gu.eps = eps;
+    gu.w = w.gate_up;
+    gu.y = gu_.as<float>();
+    gu.T = Ti;
+    gu.K = H;
+    gu.N = 2 * I;
+    RETURN_IF_CUDA_ERROR(LaunchGemv(gu, stream_), "gate/up GEMV");
+    profile_.Mark(StageProfile::kGateUp, stream_);
+    GemvArgs down;
+    down.input = GemvInput::kSwiGlu;
+    down.x = gu_.as<float>();
+    if (w.gate_up_bias) {  // biases go in before the activation: no fusion
+      RETURN_IF_CUDA_ERROR(
+          LaunchSwiGlu(gu_.as<float>(), w.gate_up_bias, Ti, I, act_.as<bf16_t>(), stream_),
+          "SwiGLU kernel");
+      down.input = GemvInput::kBf16;
+      down.x = act_.as<bf16_t>();
+    }
+    down.w = w.down;
+    down.bias = w.down_bias;
+    down.y = x_.as<float>();
+    down.accumulate = true;
+    down.T = Ti;
+    down.K = I;
+    down.N = H;
+    RETURN_IF_CUDA_ERROR(LaunchGemv(down, stream_), "down_proj GEMV");
+    profile_.Mark(StageProfile::kDown, stream_);
+    return OkStatus();
+  }
+
   RETURN_IF_ERROR(Gemm(attn_.as<bf16_t>(), T, QD, w.o, H, delta_.as<float>(), "o_proj"));
   profile_.Mark(StageProfile::kOProj, stream_);
   RETURN_IF_CUDA_ERROR(LaunchAddRmsNorm(x_.as<float>(), delta_.as<float>(), w.o_bias,
@@ -430,6 +514,12 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
   RETURN_IF_ERROR(Gemm(act_.as<bf16_t>(), T, I, w.down, H, delta_.as<float>(), "down_proj"));
   profile_.Mark(StageProfile::kDown, stream_);
   return OkStatus();
+}
+
+bool CudaBackend::FusedDecode(int64_t T) const {
+  const ModelConfig& c = config_;
+  return T <= kGemvMaxRows && c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0 &&
+         (c.num_heads * c.head_dim) % 8 == 0;
 }
 
 }  // namespace crescent::model::cuda

@@ -126,51 +126,6 @@ __global__ void SwiGluKernel(const float* gu, const float* bias, int32_t T, int3
   }
 }
 
-constexpr int kGemvWarps = 4;
-constexpr int kGemvUnroll = 4;  // 16-byte weight loads in flight per lane
-
-template <int TR>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    GemvKernel(const __nv_bfloat16* x, int32_t T, int32_t K, const __nv_bfloat16* w, int32_t N,
-               float* y) {
-  const int lane = threadIdx.x % 32;
-  const int64_t n = int64_t{blockIdx.x} * kGemvWarps + threadIdx.x / 32;
-  if (n >= N) return;
-  const __nv_bfloat16* wr = w + n * K;
-  float acc[TR] = {};
-  for (int32_t k0 = lane * 8; k0 < K; k0 += 32 * 8 * kGemvUnroll) {
-    uint4 wv[kGemvUnroll];
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int32_t k = k0 + u * 256;
-      wv[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(wr + k)) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const int32_t k = k0 + u * 256;
-      if (k >= K) break;
-      const __nv_bfloat162* wh = reinterpret_cast<const __nv_bfloat162*>(&wv[u]);
-#pragma unroll
-      for (int t = 0; t < TR; ++t) {
-        if (t >= T) break;
-        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + int64_t{t} * K + k));
-        const __nv_bfloat162* xh = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 a = __bfloat1622float2(wh[j]), b = __bfloat1622float2(xh[j]);
-          acc[t] = fmaf(a.x, b.x, fmaf(a.y, b.y, acc[t]));
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int t = 0; t < TR; ++t) {
-    if (t >= T) break;
-    const float v = WarpSum(acc[t]);
-    if (lane == 0) y[int64_t{t} * N + n] = v;
-  }
-}
-
 int GridFor(int64_t n, int threads) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 65535));
 }
@@ -201,25 +156,6 @@ cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* delta_bi
 cudaError_t LaunchQkvPrologue(const QkvPrologueArgs& a, cudaStream_t stream) {
   const int threads = std::max(32, (a.D / 2 + 31) / 32 * 32);
   QkvPrologueKernel<<<dim3(a.T, a.Hq + 2 * a.Hkv), threads, 0, stream>>>(a);
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchGemv(const bf16_t* x, int32_t T, int32_t K, const bf16_t* w, int32_t N,
-                       float* y, cudaStream_t stream) {
-  const auto* xb = reinterpret_cast<const __nv_bfloat16*>(x);
-  const auto* wb = reinterpret_cast<const __nv_bfloat16*>(w);
-  const dim3 grid((N + kGemvWarps - 1) / kGemvWarps), block(kGemvWarps * 32);
-  if (T <= 1) {
-    GemvKernel<1><<<grid, block, 0, stream>>>(xb, T, K, wb, N, y);
-  } else if (T <= 2) {
-    GemvKernel<2><<<grid, block, 0, stream>>>(xb, T, K, wb, N, y);
-  } else if (T <= 4) {
-    GemvKernel<4><<<grid, block, 0, stream>>>(xb, T, K, wb, N, y);
-  } else if (T <= 8) {
-    GemvKernel<8><<<grid, block, 0, stream>>>(xb, T, K, wb, N, y);
-  } else {
-    return cudaErrorInvalidValue;
-  }
   return cudaGetLastError();
 }
 

@@ -62,12 +62,32 @@ cudaError_t LaunchQkvPrologue(const QkvPrologueArgs& a, cudaStream_t stream);
 cudaError_t LaunchSwiGlu(const float* gu, const float* bias, int32_t T, int32_t I, bf16_t* act,
                          cudaStream_t stream);
 
-// y[t][n] (float32) = x[t][0..K) . w[n][0..K) for t < T <= kGemvMaxRows:
-// the decode-size projection, one warp per weight row streaming it once
-// with 16-byte loads (bandwidth-bound: N*K*2 bytes). K % 8 == 0.
+// ---- decode-size projections (gemv.cu) ----
+
+// y[t][n] = in(x)[t][0..K) . w[n][0..K) (+ bias[n]) for t < T <=
+// kGemvMaxRows, where in() is one of the GemvInput modes, and the result is
+// stored or added to y (the residual stream). Each warp streams 4 weight
+// rows once with 16-byte loads, several warps split long rows (so that
+// even N = 1024 keeps enough bytes in flight), partial sums meet in shared
+// memory. Bandwidth-bound: N*K*2 bytes of weights. K % 8 == 0.
 inline constexpr int32_t kGemvMaxRows = 8;
-cudaError_t LaunchGemv(const bf16_t* x, int32_t T, int32_t K, const bf16_t* w, int32_t N,
-                       float* y, cudaStream_t stream);
+enum class GemvInput : uint8_t {
+  kBf16,     // x: bf16 [T][K]
+  kNormF32,  // x: float [T][K], RMSNorm(x) * norm fused in (the residual stream)
+  kSwiGlu,   // x: float [T][2K] gate|up, silu(gate) * up fused in
+};
+struct GemvArgs {
+  GemvInput input = GemvInput::kBf16;
+  const void* x = nullptr;
+  const float* norm = nullptr;  // kNormF32: [K]
+  float eps = 1e-6f;            // kNormF32
+  const bf16_t* w = nullptr;    // [N][K]
+  const float* bias = nullptr;  // [N] or null
+  float* y = nullptr;           // [T][N]
+  bool accumulate = false;      // y += result instead of y = result
+  int32_t T = 0, K = 0, N = 0;
+};
+cudaError_t LaunchGemv(const GemvArgs& a, cudaStream_t stream);
 
 // ---- attention (attention.cu) ----
 
@@ -91,12 +111,14 @@ struct DecodeItem {
 // Split-K decode attention: grid (items, Hkv, splits), each block scores
 // keys [split * split_len, ...) for all Hq/Hkv query heads of one KV head.
 // With splits > 1 the partial results go to `partial` (float32,
-// [items][Hq][splits][D + 2]) and a combine kernel writes `out`. Every K/V
-// byte of the context is read once per (item, kv head).
+// [items][Hq][splits][D + 2]) and the last split block of each (item, kv
+// head) to finish, found through `counters` ([items][Hkv], zero before the
+// first launch and left zero), merges them into `out`. Every K/V byte of the
+// context is read once per (item, kv head).
 // Supported D: 8, 16, 32, 64, 128, 256; Hq/Hkv <= 8.
 cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* items,
                                   int32_t num_items, int32_t splits, int32_t split_len,
-                                  float* partial, cudaStream_t stream);
+                                  float* partial, int32_t* counters, cudaStream_t stream);
 bool DecodeAttentionSupports(int32_t D, int32_t group);
 // Bytes of dynamic shared memory a decode block needs for split_len keys.
 size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len);
