@@ -23,7 +23,7 @@ namespace crescent::model::cuda {
 namespace {
 
 constexpr int kDecodeThreads = 128;
-constexpr int kMaxGroup = 8;  // query heads per KV head
+constexpr int kMaxGroupAll = 8;  // query heads per KV head supported
 constexpr int kDecodeUnroll = 4;  // K/V rows in flight per lane group
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -38,128 +38,120 @@ __device__ __forceinline__ const __nv_bfloat16* KeyRow(const AttentionArgs& a, i
 
 // ---------------------------------------------------------------- decode
 
-template <int D>
+// One pass over the split's keys with an online softmax per lane group
+// (FlashDecoding): each key's K and V row are loaded together, so the
+// kernel is a short chain of memory round trips (what decode at small
+// batch waits on), then lane groups merge in shared memory and splits in
+// the last block.
+template <int D, int kMaxGroup>
 __global__ void __launch_bounds__(kDecodeThreads)
     DecodeAttentionKernel(AttentionArgs a, const DecodeItem* items, int32_t splits,
                           int32_t split_len, float* partial, int32_t* counters) {
-  constexpr int kLanes = D / 8;                        // lanes per key row (16 B each)
-  constexpr int kGroups = kDecodeThreads / kLanes;     // keys in flight per block
+  constexpr int kLanes = D / 8;                     // lanes per key row (16 B each)
+  constexpr int kGroups = kDecodeThreads / kLanes;  // lane groups, one key each at a time
   extern __shared__ float smem[];
   const DecodeItem item = items[blockIdx.x];
   const int32_t kv_head = blockIdx.y, split = blockIdx.z;
   const int32_t G = a.Hq / a.Hkv;
   const int32_t ctx = item.position + 1;
   const int32_t k_begin = split * split_len;
-  if (k_begin >= ctx) return;  // the combine kernel ignores this split
-  const int32_t k_end = min(ctx, k_begin + split_len), n = k_end - k_begin;
-  float* q_s = smem;                      // [G][D], pre-scaled to log2 units
-  float* s_s = q_s + G * D;               // [G][split_len] scores, then probabilities
-  float* ml_s = s_s + G * split_len;      // [G][2] max, sum
-  float* red_s = ml_s + 2 * kMaxGroup;    // [kGroups][G][D]
+  if (k_begin >= ctx) return;  // no keys: the merge counts only splits that have some
+  const int32_t k_end = min(ctx, k_begin + split_len);
   const int tid = threadIdx.x, group = tid / kLanes, lane = tid % kLanes;
-  const float qscale = a.scale * kLog2e;
-  for (int i = tid; i < G * D; i += kDecodeThreads) {
-    const int g = i / D, d = i % D;
-    q_s[i] = a.qkv[static_cast<int64_t>(item.row) * a.qkv_stride + (kv_head * G + g) * D + d] *
-             qscale;
-  }
-  __syncthreads();
 
-  // Scores: kLanes lanes per key, kDecodeUnroll keys per lane group in
-  // flight; the loop bound is uniform so that the shuffles see every lane.
+  // This lane's 8 dims of every query head of the group, in log2 units.
+  float q[kMaxGroup][8];
+  const float qscale = a.scale * kLog2e;
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= G) break;
+    const float* src = a.qkv + static_cast<int64_t>(item.row) * a.qkv_stride +
+                       (kv_head * G + g) * D + lane * 8;
+    const float4 x0 = *reinterpret_cast<const float4*>(src);
+    const float4 x1 = *reinterpret_cast<const float4*>(src + 4);
+    q[g][0] = x0.x * qscale; q[g][1] = x0.y * qscale; q[g][2] = x0.z * qscale;
+    q[g][3] = x0.w * qscale; q[g][4] = x1.x * qscale; q[g][5] = x1.y * qscale;
+    q[g][6] = x1.z * qscale; q[g][7] = x1.w * qscale;
+  }
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][8];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    m[g] = -FLT_MAX;
+    l[g] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
+  }
+  // The loop bound is uniform across the block so that the shuffles see
+  // every lane of a group.
   for (int32_t base = k_begin; base < k_end; base += kGroups * kDecodeUnroll) {
-    float kf[kDecodeUnroll][8];
+    float kf[kDecodeUnroll][8], vf[kDecodeUnroll][8];
 #pragma unroll
     for (int u = 0; u < kDecodeUnroll; ++u) {
       const int32_t key = base + u * kGroups + group;
       if (key < k_end) {
-        LoadBf16x8(KeyRow(a, item.table_offset, key, 0, kv_head) + lane * 8, kf[u]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) kf[u][j] = 0.f;
+        const __nv_bfloat16* k_row = KeyRow(a, item.table_offset, key, 0, kv_head);
+        LoadBf16x8(k_row + lane * 8, kf[u]);
+        // V of the same slot: one plane (Hkv * B * D elements) further on.
+        LoadBf16x8(k_row + static_cast<int64_t>(a.Hkv) * a.B * D + lane * 8, vf[u]);
       }
     }
 #pragma unroll
     for (int u = 0; u < kDecodeUnroll; ++u) {
-      const int32_t key = base + u * kGroups + group;
+      const bool valid = base + u * kGroups + group < k_end;
 #pragma unroll
       for (int g = 0; g < kMaxGroup; ++g) {
         if (g >= G) break;
         float dot = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) dot += q_s[g * D + lane * 8 + j] * kf[u][j];
+        for (int j = 0; j < 8; ++j) dot += q[g][j] * (valid ? kf[u][j] : 0.f);
 #pragma unroll
         for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        if (key < k_end && lane == 0) s_s[g * split_len + (key - k_begin)] = dot;
+        if (!valid) continue;
+        const float m_new = fmaxf(m[g], dot);
+        const float scale = exp2f(m[g] - m_new), p = exp2f(dot - m_new);
+        l[g] = l[g] * scale + p;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[g][j] = acc[g][j] * scale + p * vf[u][j];
+        m[g] = m_new;
       }
     }
   }
-  __syncthreads();
 
-  // Softmax per query head: warp w handles heads w, w+4, ...
-  const int warp = tid / 32, wl = tid % 32;
-  for (int g = warp; g < G; g += kDecodeThreads / 32) {
-    float* s = s_s + g * split_len;
-    float m = -FLT_MAX;
-    for (int i = wl; i < n; i += 32) m = fmaxf(m, s[i]);
-    m = WarpMax(m);
-    float l = 0.f;
-    for (int i = wl; i < n; i += 32) {
-      const float p = exp2f(s[i] - m);
-      s[i] = p;
-      l += p;
-    }
-    l = WarpSum(l);
-    if (wl == 0) {
-      ml_s[2 * g] = m;
-      ml_s[2 * g + 1] = l;
-    }
-  }
-  __syncthreads();
-
-  // Weighted sum of V rows: each lane accumulates 8 dims of every head.
-  float acc[kMaxGroup][8] = {};
-  for (int32_t base = k_begin + group; base < k_end; base += kGroups * kDecodeUnroll) {
-    float vf[kDecodeUnroll][8];
-#pragma unroll
-    for (int u = 0; u < kDecodeUnroll; ++u) {
-      const int32_t key = base + u * kGroups;
-      if (key < k_end) LoadBf16x8(KeyRow(a, item.table_offset, key, 1, kv_head) + lane * 8, vf[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < kDecodeUnroll; ++u) {
-      const int32_t key = base + u * kGroups;
-      if (key >= k_end) break;
-#pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g >= G) break;
-        const float p = s_s[g * split_len + (key - k_begin)];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc[g][j] += p * vf[u][j];
-      }
-    }
-  }
+  // Merge the lane groups: smem [kGroups][G] max and sum, [kGroups][G][D] acc.
+  float* m_s = smem;
+  float* l_s = m_s + kGroups * kMaxGroup;
+  float* acc_s = l_s + kGroups * kMaxGroup;
 #pragma unroll
   for (int g = 0; g < kMaxGroup; ++g) {
     if (g >= G) break;
+    if (lane == 0) {
+      m_s[group * kMaxGroup + g] = m[g];
+      l_s[group * kMaxGroup + g] = l[g];
+    }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) red_s[(group * G + g) * D + lane * 8 + j] = acc[g][j];
+    for (int j = 0; j < 8; ++j) acc_s[(group * G + g) * D + lane * 8 + j] = acc[g][j];
   }
   __syncthreads();
   for (int i = tid; i < G * D; i += kDecodeThreads) {
     const int g = i / D, d = i % D;
-    float o = 0.f;
-    for (int k = 0; k < kGroups; ++k) o += red_s[(k * G + g) * D + d];
+    float mx = -FLT_MAX;
+    for (int k = 0; k < kGroups; ++k) mx = fmaxf(mx, m_s[k * kMaxGroup + g]);
+    float o = 0.f, sum = 0.f;
+    for (int k = 0; k < kGroups; ++k) {
+      const float w = exp2f(m_s[k * kMaxGroup + g] - mx);  // 0 for groups without keys
+      o += w * acc_s[(k * G + g) * D + d];
+      sum += w * l_s[k * kMaxGroup + g];
+    }
     const int32_t h = kv_head * G + g;
     if (splits == 1) {
       a.out[static_cast<int64_t>(item.row) * a.Hq * D + h * D + d] =
-          __bfloat16_as_ushort(__float2bfloat16(o / ml_s[2 * g + 1]));
+          __bfloat16_as_ushort(__float2bfloat16(o / sum));
     } else {
       float* p = partial + ((static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits + split) * (D + 2);
       p[d] = o;
       if (d == 0) {
-        p[D] = ml_s[2 * g];
-        p[D + 1] = ml_s[2 * g + 1];
+        p[D] = mx;
+        p[D + 1] = sum;
       }
     }
   }
@@ -184,16 +176,16 @@ __global__ void __launch_bounds__(kDecodeThreads)
     const int g = i / D, d = i % D;
     const int32_t h = kv_head * G + g;
     const float* p = partial + (static_cast<int64_t>(blockIdx.x) * a.Hq + h) * splits * (D + 2);
-    float m = -FLT_MAX;
-    for (int s = 0; s < used; ++s) m = fmaxf(m, __ldcg(p + s * (D + 2) + D));
-    float o = 0.f, l = 0.f;
+    float mx = -FLT_MAX;
+    for (int s = 0; s < used; ++s) mx = fmaxf(mx, __ldcg(p + s * (D + 2) + D));
+    float o = 0.f, sum = 0.f;
     for (int s = 0; s < used; ++s) {
-      const float w = exp2f(__ldcg(p + s * (D + 2) + D) - m);
-      l += w * __ldcg(p + s * (D + 2) + D + 1);
+      const float w = exp2f(__ldcg(p + s * (D + 2) + D) - mx);
+      sum += w * __ldcg(p + s * (D + 2) + D + 1);
       o += w * __ldcg(p + s * (D + 2) + d);
     }
     a.out[static_cast<int64_t>(item.row) * a.Hq * D + h * D + d] =
-        __bfloat16_as_ushort(__float2bfloat16(o / l));
+        __bfloat16_as_ushort(__float2bfloat16(o / sum));
   }
 }
 
@@ -342,22 +334,32 @@ __global__ void __launch_bounds__(kPrefillThreads)
   }
 }
 
+template <int D, int kMaxGroup>
+cudaError_t DecodeLaunch(const AttentionArgs& a, const DecodeItem* items, int32_t num_items,
+                         int32_t splits, int32_t split_len, float* partial, int32_t* counters,
+                         cudaStream_t stream) {
+  const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
+  DecodeAttentionKernel<D, kMaxGroup>
+      <<<dim3(num_items, a.Hkv, splits), kDecodeThreads, smem, stream>>>(a, items, splits,
+                                                                          split_len, partial,
+                                                                          counters);
+  return cudaGetLastError();
+}
+
+// Register arrays are sized by the group bound: 2, 4 or 8 query heads per
+// KV head (fewer registers, more resident blocks for the common GQA ratios).
 template <int D>
 cudaError_t DecodeFor(const AttentionArgs& a, const DecodeItem* items, int32_t num_items,
                       int32_t splits, int32_t split_len, float* partial, int32_t* counters,
                       cudaStream_t stream) {
-  const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
-  static size_t raised = 0;  // the opt-in limit set so far for this D
-  if (smem > 48 * 1024 && smem > raised) {
-    cudaError_t err = cudaFuncSetAttribute(DecodeAttentionKernel<D>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem));
-    if (err != cudaSuccess) return err;
-    raised = smem;
+  const int32_t group = a.Hq / a.Hkv;
+  if (group <= 2) {
+    return DecodeLaunch<D, 2>(a, items, num_items, splits, split_len, partial, counters, stream);
   }
-  DecodeAttentionKernel<D><<<dim3(num_items, a.Hkv, splits), kDecodeThreads, smem, stream>>>(
-      a, items, splits, split_len, partial, counters);
-  return cudaGetLastError();
+  if (group <= 4) {
+    return DecodeLaunch<D, 4>(a, items, num_items, splits, split_len, partial, counters, stream);
+  }
+  return DecodeLaunch<D, 8>(a, items, num_items, splits, split_len, partial, counters, stream);
 }
 
 template <int D>
@@ -379,13 +381,12 @@ cudaError_t PrefillFor(const AttentionArgs& a, const PrefillTile* tiles, int32_t
 
 bool DecodeAttentionSupports(int32_t D, int32_t group) {
   return (D == 8 || D == 16 || D == 32 || D == 64 || D == 128 || D == 256) && group >= 1 &&
-         group <= kMaxGroup;
+         group <= kMaxGroupAll;
 }
 
 size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len) {
-  const int32_t groups = kDecodeThreads / (D / 8);
-  return sizeof(float) * (static_cast<size_t>(group) * D + static_cast<size_t>(group) * split_len +
-                          2 * kMaxGroup + static_cast<size_t>(groups) * group * D);
+  const size_t groups = kDecodeThreads / (D / 8);
+  return sizeof(float) * (2 * groups * kMaxGroupAll + groups * group * D);
 }
 
 cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* items,

@@ -25,14 +25,14 @@ namespace {
 constexpr int32_t kPrefillMinTokens = 16;
 // Rows of logits computed and copied per lm_head GEMM.
 constexpr int64_t kLogitsChunkRows = 256;
-// Split-K: aim for this many blocks per multiprocessor; a split scores at
-// most kMaxSplitLen keys (its scores live in shared memory).
+// Split-K: aim for this many blocks per multiprocessor; a split attends
+// at most kMaxSplitLen keys (more splits, more parallel memory streams).
 constexpr int32_t kDecodeBlocksPerSm = 2;
 constexpr int32_t kMaxSplitLen = 1024;
 constexpr int32_t kMinSplitLen = 32;
 // Decode split lengths are rounded up to this so that a captured graph
 // (whose launches bake in the split length) serves many steps.
-constexpr int32_t kSplitLenQuantum = 64;
+constexpr int32_t kSplitLenQuantum = 32;
 // Captured decode graphs kept; all are dropped when full.
 constexpr size_t kMaxGraphs = 64;
 

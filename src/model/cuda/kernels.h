@@ -108,8 +108,9 @@ struct DecodeItem {
   int32_t row, position, table_offset, pad;
 };
 
-// Split-K decode attention: grid (items, Hkv, splits), each block scores
-// keys [split * split_len, ...) for all Hq/Hkv query heads of one KV head.
+// Split-K decode attention: grid (items, Hkv, splits), each block attends
+// keys [split * split_len, ...) for all Hq/Hkv query heads of one KV head
+// in one pass (online softmax).
 // With splits > 1 the partial results go to `partial` (float32,
 // [items][Hq][splits][D + 2]) and the last split block of each (item, kv
 // head) to finish, found through `counters` ([items][Hkv], zero before the
@@ -120,7 +121,8 @@ cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* item
                                   int32_t num_items, int32_t splits, int32_t split_len,
                                   float* partial, int32_t* counters, cudaStream_t stream);
 bool DecodeAttentionSupports(int32_t D, int32_t group);
-// Bytes of dynamic shared memory a decode block needs for split_len keys.
+// Bytes of dynamic shared memory a decode block needs (split_len: unused,
+// kept for callers that size per split).
 size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len);
 
 // A tile of up to kPrefillTileRows consecutive query tokens of one sequence.
