@@ -58,6 +58,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
   if (k_begin >= ctx) return;  // no keys: the merge counts only splits that have some
   const int32_t k_end = min(ctx, k_begin + split_len);
   const int tid = threadIdx.x, group = tid / kLanes, lane = tid % kLanes;
+  AllowNextGrid();
+  WaitForPriorGrid();  // q and the newest K/V come from the prologue kernel
 
   // This lane's 8 dims of every query head of the group, in log2 units.
   float q[kMaxGroup][8];
@@ -339,11 +341,9 @@ cudaError_t DecodeLaunch(const AttentionArgs& a, const DecodeItem* items, int32_
                          int32_t splits, int32_t split_len, float* partial, int32_t* counters,
                          cudaStream_t stream) {
   const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
-  DecodeAttentionKernel<D, kMaxGroup>
-      <<<dim3(num_items, a.Hkv, splits), kDecodeThreads, smem, stream>>>(a, items, splits,
-                                                                          split_len, partial,
-                                                                          counters);
-  return cudaGetLastError();
+  return LaunchChained(DecodeAttentionKernel<D, kMaxGroup>, dim3(num_items, a.Hkv, splits),
+                       dim3(kDecodeThreads), smem, stream, a, items, splits, split_len, partial,
+                       counters);
 }
 
 // Register arrays are sized by the group bound: 2, 4 or 8 query heads per

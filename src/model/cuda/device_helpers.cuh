@@ -3,11 +3,56 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <utility>
 
 #include <algorithm>
 #include <cstdint>
 
 namespace crescent::model::cuda {
+
+// Programmatic dependent launch (Hopper): a kernel launched with
+// LaunchChained may start while the previous kernel in the stream is still
+// running; it must call WaitForPriorGrid() before touching anything that
+// kernel writes (everything before the wait may read only weights and the
+// batch metadata uploaded before the forward pass). AllowNextGrid() lets
+// the next chained kernel start its own prologue (weight prefetch) early.
+__device__ __forceinline__ void WaitForPriorGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void AllowNextGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Launches `kernel` with programmatic stream serialisation (see above).
+template <typename... KernelArgs, typename... Args>
+cudaError_t LaunchChained(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// Prefetches [p, p + bytes) into L2, one 128-byte line per lane step.
+__device__ __forceinline__ void PrefetchL2(const void* p, int64_t bytes, int lane, int lanes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = int64_t{lane} * 128; off < bytes; off += int64_t{lanes} * 128) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+  }
+}
 
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll

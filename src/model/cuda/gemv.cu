@@ -32,6 +32,14 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvArgs a, int32_t S)
   const int group = warp / S, part = warp % S;
   const int64_t n0 = (int64_t{blockIdx.x} * (kWarps / S) + group) * kRowsPerWarp;
   const int32_t K = a.K, slice = K / S, kb = part * slice, ke = kb + slice;
+  // Before the previous kernel is done: pull this warp's weight slice into
+  // L2 (weights never depend on it), then wait for its outputs (our input).
+  AllowNextGrid();
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    if (n0 + r < a.N) PrefetchL2(a.w + (n0 + r) * K + kb, int64_t{slice} * 2, lane, 32);
+  }
+  WaitForPriorGrid();
   float acc[kRowsPerWarp][TR] = {};
   float ss[TR] = {};
   for (int32_t k = kb + lane * 8; k < ke; k += 256) {
@@ -106,17 +114,15 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvArgs a, int32_t S)
 template <GemvInput M>
 cudaError_t LaunchFor(const GemvArgs& a, int32_t S, int grid, cudaStream_t stream) {
   if (a.T <= 1) {
-    GemvKernel<M, 1><<<grid, kWarps * 32, 0, stream>>>(a, S);
+    return LaunchChained(GemvKernel<M, 1>, dim3(grid), dim3(kWarps * 32), 0, stream, a, S);
   } else if (a.T <= 2) {
-    GemvKernel<M, 2><<<grid, kWarps * 32, 0, stream>>>(a, S);
+    return LaunchChained(GemvKernel<M, 2>, dim3(grid), dim3(kWarps * 32), 0, stream, a, S);
   } else if (a.T <= 4) {
-    GemvKernel<M, 4><<<grid, kWarps * 32, 0, stream>>>(a, S);
+    return LaunchChained(GemvKernel<M, 4>, dim3(grid), dim3(kWarps * 32), 0, stream, a, S);
   } else if (a.T <= kGemvMaxRows) {
-    GemvKernel<M, 8><<<grid, kWarps * 32, 0, stream>>>(a, S);
-  } else {
-    return cudaErrorInvalidValue;
+    return LaunchChained(GemvKernel<M, 8>, dim3(grid), dim3(kWarps * 32), 0, stream, a, S);
   }
-  return cudaGetLastError();
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace

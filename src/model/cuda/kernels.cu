@@ -67,6 +67,8 @@ __global__ void QkvPrologueKernel(QkvPrologueArgs a) {
   const int32_t col = head * a.D;  // column of this head in the fused q/k/v row
   float* row = a.qkv + t * stride + col;
   const bool active = i < half;
+  AllowNextGrid();
+  WaitForPriorGrid();  // qkv comes from the projection before
   float lo = 0.f, hi = 0.f;
   if (active) {
     lo = row[i];
@@ -155,8 +157,8 @@ cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* delta_bi
 
 cudaError_t LaunchQkvPrologue(const QkvPrologueArgs& a, cudaStream_t stream) {
   const int threads = std::max(32, (a.D / 2 + 31) / 32 * 32);
-  QkvPrologueKernel<<<dim3(a.T, a.Hq + 2 * a.Hkv), threads, 0, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchChained(QkvPrologueKernel, dim3(a.T, a.Hq + 2 * a.Hkv), dim3(threads), 0, stream,
+                       a);
 }
 
 cudaError_t LaunchSwiGlu(const float* gu, const float* bias, int32_t T, int32_t I, bf16_t* act,
