@@ -8,11 +8,10 @@
 // shared memory, and either writes the normalised output (one split) or
 // (o, max, sum) partials that a combine kernel merges.
 //
-// Prefill (chunks of many tokens): FlashAttention-style tiles of 64 queries
-// x 64 keys on the tensor cores (bf16 WMMA, float32 accumulate), online
-// softmax in float32; each warp owns 16 query rows end to end.
+// Prefill (chunks of many tokens): FlashAttention-2 tiles of 64 queries x
+// 64 keys on the tensor cores (mma.sync bf16, float32 accumulate), online
+// softmax in float32 in registers; each warp owns 16 query rows end to end.
 #include <cuda_bf16.h>
-#include <mma.h>
 
 #include <cfloat>
 
@@ -193,57 +192,81 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
 // --------------------------------------------------------------- prefill
 
-namespace wmma = nvcuda::wmma;
 constexpr int kTileKeys = 64;
 constexpr int kPrefillThreads = 128;  // 4 warps x 16 query rows
 
 template <int D>
 struct PrefillSmem {
-  static constexpr int kLdb = D + 8;           // bf16 row stride of Q/K/V tiles
-  static constexpr int kLds = kTileKeys + 4;   // float row stride of S
-  static constexpr int kLdp = kTileKeys + 8;   // bf16 row stride of P
-  static constexpr int kLdo = D + 4;           // float row stride of O
+  static constexpr int kLdb = D + 8;  // bf16 row stride of Q/K/V tiles (conflict-free)
   static constexpr size_t kQ = 0;
   static constexpr size_t kK = kQ + size_t{kPrefillTileRows} * kLdb * 2;
   static constexpr size_t kV = kK + size_t{kTileKeys} * kLdb * 2;
-  static constexpr size_t kS = kV + size_t{kTileKeys} * kLdb * 2;
-  static constexpr size_t kP = kS + size_t{kPrefillTileRows} * kLds * 4;
-  static constexpr size_t kO = kP + size_t{kPrefillTileRows} * kLdp * 2;
-  static constexpr size_t kBytes = kO + size_t{kPrefillTileRows} * kLdo * 4;
+  static constexpr size_t kBytes = kV + size_t{kTileKeys} * kLdb * 2;
 };
 
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// d += a (16x16 bf16, row-major) * b (16x8 bf16, column-major), float32 accumulate.
+__device__ __forceinline__ void Mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// FlashAttention-2 on mma.sync m16n8k16: each warp owns 16 query rows; the
+// scores, probabilities and output accumulators stay in registers (the
+// accumulator layout of S is the A-operand layout of P), only Q/K/V tiles
+// go through shared memory. Lane l holds rows r0 = l/4 and r0 + 8 of its
+// warp, columns 2*(l%4) + {0,1} of every 8-wide n-tile.
 template <int D>
 __global__ void __launch_bounds__(kPrefillThreads)
     PrefillAttentionKernel(AttentionArgs a, const PrefillTile* tiles) {
   using L = PrefillSmem<D>;
+  constexpr int kLdb = L::kLdb;
+  constexpr int kKSteps = D / 16;          // k-steps of Q K^T
+  constexpr int kKeyTiles = kTileKeys / 8;  // n-tiles of S
+  constexpr int kDimTiles = D / 8;          // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kQ);
   __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kK);
   __nv_bfloat16* v_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kV);
-  float* s_s = reinterpret_cast<float*>(smem_raw + L::kS);
-  __nv_bfloat16* p_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kP);
-  float* o_s = reinterpret_cast<float*>(smem_raw + L::kO);
 
   const PrefillTile tile = tiles[blockIdx.x];
   const int32_t h = blockIdx.y, kv_head = h / (a.Hq / a.Hkv);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  for (int i = tid; i < kPrefillTileRows * D; i += kPrefillThreads) {
-    const int r = i / D, d = i % D;
-    const float v =
-        r < tile.rows ? a.qkv[static_cast<int64_t>(tile.row + r) * a.qkv_stride + h * D + d] : 0.f;
-    q_s[r * L::kLdb + d] = __float2bfloat16(v);
+  const int quad = lane / 4, pair = (lane % 4) * 2;
+  AllowNextGrid();
+  WaitForPriorGrid();  // q and the chunk's K/V come from the prologue kernel
+  for (int i = tid; i < kPrefillTileRows * D / 2; i += kPrefillThreads) {
+    const int r = i / (D / 2), d = (i % (D / 2)) * 2;
+    float2 v = make_float2(0.f, 0.f);
+    if (r < tile.rows) {
+      v = *reinterpret_cast<const float2*>(
+          a.qkv + static_cast<int64_t>(tile.row + r) * a.qkv_stride + h * D + d);
+    }
+    *reinterpret_cast<uint32_t*>(q_s + r * kLdb + d) = PackBf16(v.x, v.y);
   }
-  for (int i = lane; i < 16 * D; i += 32) o_s[(warp * 16 + i / D) * L::kLdo + i % D] = 0.f;
   __syncthreads();
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf[D / 16];
+  uint32_t qf[kKSteps][4];
+  const __nv_bfloat16* q_w = q_s + warp * 16 * kLdb;
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    wmma::load_matrix_sync(qf[kk], q_s + warp * 16 * L::kLdb + kk * 16, L::kLdb);
+  for (int kk = 0; kk < kKSteps; ++kk) {
+    qf[kk][0] = *reinterpret_cast<const uint32_t*>(q_w + quad * kLdb + kk * 16 + pair);
+    qf[kk][1] = *reinterpret_cast<const uint32_t*>(q_w + (quad + 8) * kLdb + kk * 16 + pair);
+    qf[kk][2] = *reinterpret_cast<const uint32_t*>(q_w + quad * kLdb + kk * 16 + 8 + pair);
+    qf[kk][3] = *reinterpret_cast<const uint32_t*>(q_w + (quad + 8) * kLdb + kk * 16 + 8 + pair);
+  }
 
-  // Softmax state of row (warp*16 + lane/2), shared by the lane pair.
-  const int row = warp * 16 + lane / 2, half = lane % 2;
-  const int32_t q_pos = tile.position + row;
-  float m_row = -FLT_MAX, l_row = 0.f;
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int n = 0; n < kDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_row[2] = {-FLT_MAX, -FLT_MAX}, l_row[2] = {0.f, 0.f};  // rows quad, quad + 8
+  const int32_t pos0 = tile.position + warp * 16 + quad;    // position of row quad
   const float qscale = a.scale * kLog2e;
   const int32_t last = tile.position + tile.rows - 1;
   const int32_t num_key_tiles = last / kTileKeys + 1;
@@ -256,82 +279,104 @@ __global__ void __launch_bounds__(kPrefillThreads)
       const int32_t key = kt * kTileKeys + r;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
       if (key <= last) {  // zero rows past the end: 0 * garbage may be NaN
-        kv = *reinterpret_cast<const uint4*>(KeyRow(a, tile.table_offset, key, 0, kv_head) + c * 8);
-        vv = *reinterpret_cast<const uint4*>(KeyRow(a, tile.table_offset, key, 1, kv_head) + c * 8);
+        const __nv_bfloat16* k_row = KeyRow(a, tile.table_offset, key, 0, kv_head);
+        kv = *reinterpret_cast<const uint4*>(k_row + c * 8);
+        vv = *reinterpret_cast<const uint4*>(k_row + static_cast<int64_t>(a.Hkv) * a.B * D + c * 8);
       }
-      *reinterpret_cast<uint4*>(k_s + r * L::kLdb + c * 8) = kv;
-      *reinterpret_cast<uint4*>(v_s + r * L::kLdb + c * 8) = vv;
+      *reinterpret_cast<uint4*>(k_s + r * kLdb + c * 8) = kv;
+      *reinterpret_cast<uint4*>(v_s + r * kLdb + c * 8) = vv;
     }
     __syncthreads();
+    // Keys of this tile that no row of this warp can see: skip the tile.
+    if (kt * kTileKeys > tile.position + warp * 16 + 15) continue;
 
-    // S = Q K^T for this warp's 16 rows.
+    float sc[kKeyTiles][4];
 #pragma unroll
-    for (int n = 0; n < kTileKeys / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+    for (int n = 0; n < kKeyTiles; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+      const __nv_bfloat16* k_n = k_s + (n * 8 + quad) * kLdb + pair;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
-        wmma::load_matrix_sync(kf, k_s + n * 16 * L::kLdb + kk * 16, L::kLdb);
-        wmma::mma_sync(acc, qf[kk], kf, acc);
+      for (int kk = 0; kk < kKSteps; ++kk) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(k_n + kk * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(k_n + kk * 16 + 8);
+        Mma16816(sc[n], qf[kk], b0, b1);
       }
-      wmma::store_matrix_sync(s_s + warp * 16 * L::kLds + n * 16, acc, L::kLds,
-                              wmma::mem_row_major);
     }
-    __syncwarp();
-
-    // Online softmax: each lane of the pair takes 32 of the 64 keys.
-    float s[32];
-    float mx = -FLT_MAX;
+    // Causal mask, scale to log2 units, row max over the 4 lanes of a row.
+    float mx[2] = {-FLT_MAX, -FLT_MAX};
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const int c = half * 32 + j;
-      const int32_t key = kt * kTileKeys + c;
-      s[j] = key <= q_pos ? s_s[row * L::kLds + c] * qscale : -FLT_MAX;
-      mx = fmaxf(mx, s[j]);
-    }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float m_new = fmaxf(m_row, mx);
-    const bool any = m_new > -FLT_MAX;  // false only for rows with no key yet
-    const float alpha = any ? exp2f(m_row - m_new) : 1.f;
-    float sum = 0.f;
+    for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const float p = (any && s[j] > -FLT_MAX) ? exp2f(s[j] - m_new) : 0.f;
-      sum += p;
-      p_s[row * L::kLdp + half * 32 + j] = __float2bfloat16(p);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l_row = l_row * alpha + sum;
-    m_row = m_new;
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) o_s[row * L::kLdo + d] *= alpha;
-    __syncwarp();
-
-    // O += P V.
-#pragma unroll
-    for (int n = 0; n < D / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, o_s + warp * 16 * L::kLdo + n * 16, L::kLdo,
-                             wmma::mem_row_major);
-#pragma unroll
-      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
-        wmma::load_matrix_sync(pf, p_s + warp * 16 * L::kLdp + kk * 16, L::kLdp);
-        wmma::load_matrix_sync(vf, v_s + kk * 16 * L::kLdb + n * 16, L::kLdb);
-        wmma::mma_sync(acc, pf, vf, acc);
+      for (int e = 0; e < 4; ++e) {
+        const int32_t key = kt * kTileKeys + n * 8 + pair + (e & 1);
+        const int32_t qpos = pos0 + (e >> 1) * 8;
+        sc[n][e] = key <= qpos ? sc[n][e] * qscale : -FLT_MAX;
+        mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
       }
-      wmma::store_matrix_sync(o_s + warp * 16 * L::kLdo + n * 16, acc, L::kLdo,
-                              wmma::mem_row_major);
     }
-    __syncwarp();
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_row[r], mx[r]);  // > -FLT_MAX: key 0 is visible to all
+      alpha[r] = exp2f(m_row[r] - m_new);
+      m_row[r] = m_new;
+      l_row[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < kDimTiles; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // P = exp2(S - m) as the A operand of P V, 16 keys per k-step.
+#pragma unroll
+    for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+      float p[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float s = sc[2 * kk + half][e];
+          p[half][e] = s > -FLT_MAX ? exp2f(s - m_row[e >> 1]) : 0.f;
+          l_row[e >> 1] += p[half][e];
+        }
+      }
+      const uint32_t pa[4] = {PackBf16(p[0][0], p[0][1]), PackBf16(p[0][2], p[0][3]),
+                              PackBf16(p[1][0], p[1][1]), PackBf16(p[1][2], p[1][3])};
+      // B = V[16 keys][8 dims] column-major: each register holds two keys
+      // of one dim.
+      const __nv_bfloat16* v_k = v_s + (kk * 16 + pair) * kLdb + quad;
+#pragma unroll
+      for (int n = 0; n < kDimTiles; ++n) {
+        const __nv_bfloat16* v_n = v_k + n * 8;
+        __nv_bfloat162 b0, b1;
+        b0.x = v_n[0];
+        b0.y = v_n[kLdb];
+        b1.x = v_n[8 * kLdb];
+        b1.y = v_n[9 * kLdb];
+        Mma16816(o[n], pa, *reinterpret_cast<uint32_t*>(&b0), *reinterpret_cast<uint32_t*>(&b1));
+      }
+    }
   }
 
-  if (row < tile.rows) {
-    const float inv = 1.f / l_row;
-    uint16_t* out = a.out + static_cast<int64_t>(tile.row + row) * a.Hq * D + h * D;
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) {
-      out[d] = __bfloat16_as_ushort(__float2bfloat16(o_s[row * L::kLdo + d] * inv));
+  // Row sums live spread over the 4 lanes of a row.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 1);
+    l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = warp * 16 + quad + r * 8;
+    if (row >= tile.rows) continue;
+    const float inv = 1.f / l_row[r];
+    uint16_t* out = a.out + static_cast<int64_t>(tile.row + row) * a.Hq * D + h * D + pair;
+#pragma unroll
+    for (int n = 0; n < kDimTiles; ++n) {
+      *reinterpret_cast<uint32_t*>(out + n * 8) = PackBf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
     }
   }
 }
@@ -373,8 +418,8 @@ cudaError_t PrefillFor(const AttentionArgs& a, const PrefillTile* tiles, int32_t
     if (err != cudaSuccess) return err;
     raised = true;
   }
-  PrefillAttentionKernel<D><<<dim3(num_tiles, a.Hq), kPrefillThreads, smem, stream>>>(a, tiles);
-  return cudaGetLastError();
+  return LaunchChained(PrefillAttentionKernel<D>, dim3(num_tiles, a.Hq), dim3(kPrefillThreads),
+                       smem, stream, a, tiles);
 }
 
 }  // namespace
