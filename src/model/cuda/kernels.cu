@@ -58,15 +58,22 @@ __global__ void AddRmsNormKernel(float* x, const float* delta, const float* delt
   }
 }
 
-// grid (T, Hq + 2*Hkv); thread i < D/2 owns the rotate-half pair (i, i+D/2).
-__global__ void QkvPrologueKernel(QkvPrologueArgs a) {
+// grid (T, ceil((Hq + 2*Hkv) / kPrologueHeads)); each head gets `per_head`
+// threads (a multiple of 32, >= D/2), thread i < D/2 owns the rotate-half
+// pair (i, i+D/2). Several heads per block: one head of 64 threads per
+// block made prefill launch ~65k tiny blocks per layer.
+constexpr int kPrologueHeads = 4;
+__global__ void QkvPrologueKernel(QkvPrologueArgs a, int32_t per_head) {
   __shared__ float scratch[32];
-  const int32_t t = blockIdx.x, head = blockIdx.y, half = a.D / 2, i = threadIdx.x;
+  const int32_t t = blockIdx.x, half = a.D / 2;
+  const int32_t local = threadIdx.x / per_head, i = threadIdx.x % per_head;
+  const int32_t head = blockIdx.y * kPrologueHeads + local;
+  const int32_t heads = a.Hq + 2 * a.Hkv;
   const int32_t qd = a.Hq * a.D, kd = a.Hkv * a.D;
   const int64_t stride = qd + 2 * kd;
   const int32_t col = head * a.D;  // column of this head in the fused q/k/v row
   float* row = a.qkv + t * stride + col;
-  const bool active = i < half;
+  const bool active = i < half && head < heads;
   AllowNextGrid();
   WaitForPriorGrid();  // qkv comes from the projection before
   float lo = 0.f, hi = 0.f;
@@ -80,13 +87,16 @@ __global__ void QkvPrologueKernel(QkvPrologueArgs a) {
   }
   const bool is_q = head < a.Hq, is_k = !is_q && head < a.Hq + a.Hkv;
   const float* norm = is_q ? a.q_norm : (is_k ? a.k_norm : nullptr);
-  if (norm) {  // uniform across the block
-    const float total = BlockSum(lo * lo + hi * hi, scratch);
+  // Per-head sum of squares: warps never straddle heads.
+  const float warp_sum = WarpSum(lo * lo + hi * hi);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = warp_sum;
+  __syncthreads();
+  if (norm && active) {
+    float total = 0.f;
+    for (int w = 0; w < per_head / 32; ++w) total += scratch[local * (per_head / 32) + w];
     const float inv = rsqrtf(total / static_cast<float>(a.D) + a.eps);
-    if (active) {
-      lo = lo * inv * norm[i];
-      hi = hi * inv * norm[i + half];
-    }
+    lo = lo * inv * norm[i];
+    hi = hi * inv * norm[i + half];
   }
   if (!active) return;
   if (is_q || is_k) {
@@ -156,9 +166,11 @@ cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* delta_bi
 }
 
 cudaError_t LaunchQkvPrologue(const QkvPrologueArgs& a, cudaStream_t stream) {
-  const int threads = std::max(32, (a.D / 2 + 31) / 32 * 32);
-  return LaunchChained(QkvPrologueKernel, dim3(a.T, a.Hq + 2 * a.Hkv), dim3(threads), 0, stream,
-                       a);
+  const int per_head = std::max(32, (a.D / 2 + 31) / 32 * 32);
+  const int heads = a.Hq + 2 * a.Hkv;
+  return LaunchChained(QkvPrologueKernel,
+                       dim3(a.T, (heads + kPrologueHeads - 1) / kPrologueHeads),
+                       dim3(per_head * kPrologueHeads), 0, stream, a, per_head);
 }
 
 cudaError_t LaunchSwiGlu(const float* gu, const float* bias, int32_t T, int32_t I, bf16_t* act,

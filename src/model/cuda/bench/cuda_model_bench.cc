@@ -186,8 +186,13 @@ int main(int argc, char** argv) {
   std::printf("model %s: %d layers, H %lld, %.1f MB of weights read per decode step\n",
               dir.c_str(), c.num_layers, static_cast<long long>(H), weight_bytes / 1e6);
   std::printf("HBM copy bandwidth (read+write, median of %d): %.0f GB/s\n", runs, bw / 1e9);
-  std::printf("cuBLAS bf16 GEMM, model shapes at %d rows (median of %d): %.0f TFLOP/s\n",
+  std::printf("cuBLAS bf16 GEMM, model shapes at %d rows (median of %d): %.0f TFLOP/s (",
               prompt_len, runs, gemm / 1e12);
+  for (auto [N, K] : shapes) {
+    std::printf(" %lldx%lld: %.0f", static_cast<long long>(N), static_cast<long long>(K),
+                GemmRate(prompt_len, {{N, K}}, runs) / 1e12);
+  }
+  std::printf(" )\n");
 
   ForwardOutput out;
   for (int batch : batches) {
