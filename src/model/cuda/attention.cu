@@ -200,9 +200,22 @@ struct PrefillSmem {
   static constexpr int kLdb = D + 8;  // bf16 row stride of Q/K/V tiles (conflict-free)
   static constexpr size_t kQ = 0;
   static constexpr size_t kK = kQ + size_t{kPrefillTileRows} * kLdb * 2;
-  static constexpr size_t kV = kK + size_t{kTileKeys} * kLdb * 2;
-  static constexpr size_t kBytes = kV + size_t{kTileKeys} * kLdb * 2;
+  static constexpr size_t kStage = size_t{kTileKeys} * kLdb * 2 * 2;  // K and V of one tile
+  static constexpr size_t kBytes = kK + 2 * kStage;                     // double-buffered
 };
+
+// 16-byte global -> shared copy that bypasses registers; `valid` false
+// fills zeros (rows past the end: 0 * garbage may be NaN).
+__device__ __forceinline__ void CopyAsync16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -233,8 +246,6 @@ __global__ void __launch_bounds__(kPrefillThreads)
   constexpr int kDimTiles = D / 8;          // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kQ);
-  __nv_bfloat16* k_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kK);
-  __nv_bfloat16* v_s = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kV);
 
   const PrefillTile tile = tiles[blockIdx.x];
   const int32_t h = blockIdx.y, kv_head = h / (a.Hq / a.Hkv);
@@ -272,23 +283,35 @@ __global__ void __launch_bounds__(kPrefillThreads)
   const int32_t num_key_tiles = last / kTileKeys + 1;
   constexpr int kVecs = D / 8;  // 16-byte vectors per key row
 
-  for (int32_t kt = 0; kt < num_key_tiles; ++kt) {
-    __syncthreads();  // every warp is done with the previous K/V tile
+  // K/V tile kt goes to stage kt % 2; tile kt + 1 loads while kt computes.
+  auto load_tile = [&](int32_t kt) {
+    __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kK + (kt % 2) * L::kStage);
+    __nv_bfloat16* vs = ks + kTileKeys * kLdb;
     for (int i = tid; i < kTileKeys * kVecs; i += kPrefillThreads) {
       const int r = i / kVecs, c = i % kVecs;
       const int32_t key = kt * kTileKeys + r;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (key <= last) {  // zero rows past the end: 0 * garbage may be NaN
-        const __nv_bfloat16* k_row = KeyRow(a, tile.table_offset, key, 0, kv_head);
-        kv = *reinterpret_cast<const uint4*>(k_row + c * 8);
-        vv = *reinterpret_cast<const uint4*>(k_row + static_cast<int64_t>(a.Hkv) * a.B * D + c * 8);
-      }
-      *reinterpret_cast<uint4*>(k_s + r * kLdb + c * 8) = kv;
-      *reinterpret_cast<uint4*>(v_s + r * kLdb + c * 8) = vv;
+      const bool valid = key <= last;
+      const __nv_bfloat16* k_row = KeyRow(a, tile.table_offset, valid ? key : 0, 0, kv_head);
+      CopyAsync16(ks + r * kLdb + c * 8, k_row + c * 8, valid);
+      CopyAsync16(vs + r * kLdb + c * 8, k_row + static_cast<int64_t>(a.Hkv) * a.B * D + c * 8,
+                  valid);
+    }
+    CopyAsyncCommit();
+  };
+  load_tile(0);
+  for (int32_t kt = 0; kt < num_key_tiles; ++kt) {
+    if (kt + 1 < num_key_tiles) {
+      load_tile(kt + 1);
+      CopyAsyncWait<1>();  // tile kt has landed, kt + 1 may still fly
+    } else {
+      CopyAsyncWait<0>();
     }
     __syncthreads();
+    const __nv_bfloat16* k_s =
+        reinterpret_cast<const __nv_bfloat16*>(smem_raw + L::kK + (kt % 2) * L::kStage);
+    const __nv_bfloat16* v_s = k_s + kTileKeys * kLdb;
     // Keys of this tile that no row of this warp can see: skip the tile.
-    if (kt * kTileKeys > tile.position + warp * 16 + 15) continue;
+    if (kt * kTileKeys <= tile.position + warp * 16 + 15) {
 
     float sc[kKeyTiles][4];
 #pragma unroll
@@ -360,6 +383,8 @@ __global__ void __launch_bounds__(kPrefillThreads)
         Mma16816(o[n], pa, *reinterpret_cast<uint32_t*>(&b0), *reinterpret_cast<uint32_t*>(&b1));
       }
     }
+    }
+    __syncthreads();  // the next iteration's load reuses this stage
   }
 
   // Row sums live spread over the 4 lanes of a row.
