@@ -68,6 +68,7 @@ constexpr const char* kStageNames[StageProfile::kNumStages] = {
 StageProfile::StageProfile() {
   const char* mode = std::getenv("CRESCENT_PROFILE");
   enabled_ = mode != nullptr;
+  if (enabled_) SetChainedLaunches(false);
   decode_only_ = enabled_ && std::string_view(mode) == "decode";
 }
 

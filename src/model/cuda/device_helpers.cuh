@@ -29,6 +29,13 @@ __device__ __forceinline__ void AllowNextGrid() {
 #endif
 }
 
+// Off while profiling (StageProfile): events between overlapping kernels
+// would charge one kernel's time to its neighbour.
+inline bool& ChainedLaunchesEnabled() {
+  static bool enabled = true;
+  return enabled;
+}
+
 // Launches `kernel` with programmatic stream serialisation (see above).
 template <typename... KernelArgs, typename... Args>
 cudaError_t LaunchChained(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
@@ -42,7 +49,7 @@ cudaError_t LaunchChained(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, 
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
-  config.numAttrs = 1;
+  config.numAttrs = ChainedLaunchesEnabled() ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 

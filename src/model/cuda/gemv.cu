@@ -10,11 +10,11 @@
 namespace crescent::model::cuda {
 namespace {
 
-constexpr int kWarps = 4;       // per block
+constexpr int kWarps = 8;       // per block
 constexpr int kRowsPerWarp = 4;  // weight rows sharing each input load
 // Aim for this many warps on the device: enough 16-byte loads in flight to
 // cover HBM latency (Little's law: ~3 TB/s x ~1 us).
-constexpr int kTargetWarps = 4096;
+constexpr int kTargetWarps = 8192;
 
 __device__ __forceinline__ void LoadF32x8(const float* p, float* out) {
   const float4 a = *reinterpret_cast<const float4*>(p);
@@ -32,23 +32,33 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvArgs a, int32_t S)
   const int group = warp / S, part = warp % S;
   const int64_t n0 = (int64_t{blockIdx.x} * (kWarps / S) + group) * kRowsPerWarp;
   const int32_t K = a.K, slice = K / S, kb = part * slice, ke = kb + slice;
-  // Before the previous kernel is done: pull this warp's weight slice into
-  // L2 (weights never depend on it), then wait for its outputs (our input).
+  auto load_weights = [&](int32_t k, uint4* wv) {
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      wv[r] = n0 + r < a.N && k < ke
+                  ? __ldg(reinterpret_cast<const uint4*>(a.w + (n0 + r) * K + k))
+                  : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // Before the previous kernel is done (programmatic launch): the first
+  // weight vectors into registers and the rest of the slice into L2, as
+  // weights never depend on it; then wait for its outputs (our input).
   AllowNextGrid();
+  int32_t k = kb + lane * 8;
+  uint4 wv[kRowsPerWarp];
+  load_weights(k, wv);
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    if (n0 + r < a.N) PrefetchL2(a.w + (n0 + r) * K + kb, int64_t{slice} * 2, lane, 32);
+    if (n0 + r < a.N && slice > 256) {
+      PrefetchL2(a.w + (n0 + r) * K + kb + 256, int64_t{slice - 256} * 2, lane, 32);
+    }
   }
   WaitForPriorGrid();
   float acc[kRowsPerWarp][TR] = {};
   float ss[TR] = {};
-  for (int32_t k = kb + lane * 8; k < ke; k += 256) {
-    uint4 wv[kRowsPerWarp];
-#pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      wv[r] = n0 + r < a.N ? __ldg(reinterpret_cast<const uint4*>(a.w + (n0 + r) * K + k))
-                           : make_uint4(0, 0, 0, 0);
-    }
+  for (; k < ke; k += 256) {
+    uint4 next[kRowsPerWarp];
+    load_weights(k + 256, next);  // in flight while this step computes
     float g[8];
     if constexpr (M == GemvInput::kNormF32) LoadF32x8(a.norm + k, g);
 #pragma unroll
@@ -82,6 +92,8 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(GemvArgs a, int32_t S)
         }
       }
     }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) wv[r] = next[r];
   }
 #pragma unroll
   for (int t = 0; t < TR; ++t) {
@@ -131,7 +143,12 @@ cudaError_t LaunchGemv(const GemvArgs& a, cudaStream_t stream) {
   if (a.K % 8 != 0) return cudaErrorInvalidValue;
   const int64_t groups = (int64_t{a.N} + kRowsPerWarp - 1) / kRowsPerWarp;
   int32_t S = 1;
-  while (S < kWarps && groups * S < kTargetWarps && a.K % (8 * 2 * S) == 0) S *= 2;
+  // Slices of at least 256 elements keep all 32 lanes busy. (Targets of
+  // 2k-16k warps measured alike on an H100: launch overhead dominates.)
+  while (S < kWarps && groups * S < kTargetWarps && a.K % (8 * 2 * S) == 0 &&
+         a.K / (2 * S) >= 256) {
+    S *= 2;
+  }
   const int grid = static_cast<int>((groups + kWarps / S - 1) / (kWarps / S));
   switch (a.input) {
     case GemvInput::kBf16: return LaunchFor<GemvInput::kBf16>(a, S, grid, stream);

@@ -144,6 +144,8 @@ int GridFor(int64_t n, int threads) {
 
 }  // namespace
 
+void SetChainedLaunches(bool enabled) { ChainedLaunchesEnabled() = enabled; }
+
 cudaError_t LaunchEmbed(const int32_t* ids, const bf16_t* embed, int32_t T, int32_t H, float* x,
                         cudaStream_t stream) {
   EmbedKernel<<<T, 256, 0, stream>>>(ids, reinterpret_cast<const __nv_bfloat16*>(embed), H, x);

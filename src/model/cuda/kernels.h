@@ -20,6 +20,11 @@ namespace crescent::model::cuda {
 
 using bf16_t = uint16_t;  // __nv_bfloat16 bits
 
+// Kernels of the decode path launch with programmatic dependent launch
+// (each may start while the previous one finishes; device_helpers.cuh).
+// Off makes every launch wait for the previous kernel (profiling).
+void SetChainedLaunches(bool enabled);
+
 // x[t][0..H) = float(embed[ids[t]][0..H)). Moves T*H*(2+4) bytes.
 cudaError_t LaunchEmbed(const int32_t* ids, const bf16_t* embed, int32_t T, int32_t H, float* x,
                         cudaStream_t stream);
