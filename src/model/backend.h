@@ -141,6 +141,15 @@ class Backend {
   // connector registers it with the store and reads values straight into
   // blocks; writes through it follow the rules of WriteKvBlocks.
   virtual std::span<std::byte> HostKvPool() { return {}; }
+
+  // Declares a host buffer that the caller passes (in whole or in part) to
+  // ReadKvBlocks/WriteKvBlocks many times, e.g. a KV connector's staging
+  // area. A device backend page-locks it so that those copies are DMA
+  // straight to/from it instead of going through the backend's own pinned
+  // staging; the CPU backend has nothing to do. The buffer must stay
+  // allocated until UnregisterHostBuffer (or the Backend's destruction).
+  virtual Status RegisterHostBuffer(std::span<std::byte> buffer) { return OkStatus(); }
+  virtual Status UnregisterHostBuffer(std::span<std::byte> buffer) { return OkStatus(); }
 };
 
 // Opens the Hugging Face checkpoint in `model_dir` (config.json plus

@@ -121,6 +121,9 @@ Status RunServe(const ServeOptions& o) {
         "--device cuda: this crescent binary has no CUDA model backend (the model runtime "
         "reports: " +
         loaded.status().message() + "); use --device cpu");
+  if (!loaded.ok() && o.device == "cuda" && loaded.status().code() == StatusCode::kUnavailable)
+    return FailedPreconditionError("--device cuda: no usable GPU (" + loaded.status().message() +
+                                   ")");
   RETURN_IF_ERROR(loaded.status());
   std::unique_ptr<model::Backend> backend = std::move(loaded).value();
 

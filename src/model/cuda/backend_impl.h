@@ -1,5 +1,10 @@
 // The CudaBackend class, shared by cuda_backend.cc (load, memory, KV
 // copies) and cuda_forward.cc (the forward pass). Internal to src/model/cuda.
+//
+// Threads: Forward runs on stream_ and owns every "Forward state" member (one
+// Forward at a time, as backend.h requires); Read/WriteKvBlocks and the host
+// buffer registry run on kv_stream_ under kv_mu_, so they may overlap a
+// Forward on disjoint blocks. Both streams touch the KV pool only.
 #pragma once
 
 #include <cublas_v2.h>
@@ -110,6 +115,8 @@ class CudaBackend final : public Backend {
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
   Status WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) override;
+  Status RegisterHostBuffer(std::span<std::byte> buffer) override;
+  Status UnregisterHostBuffer(std::span<std::byte> buffer) override;
 
  private:
   Status UploadWeights(const Checkpoint& checkpoint);
@@ -192,6 +199,7 @@ class CudaBackend final : public Backend {
   // ---- KV copies: guarded by kv_mu_ ----
   mutable std::mutex kv_mu_;
   mutable PinnedBuffer kv_staging_;  // 2 halves, double-buffered
+  std::vector<void*> registered_;    // RegisterHostBuffer'd, unregistered at destruction
   cudaEvent_t kv_events_[2] = {nullptr, nullptr};
 };
 

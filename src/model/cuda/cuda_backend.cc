@@ -103,6 +103,7 @@ CudaBackend::CudaBackend(ModelConfig config, std::string fingerprint)
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   DropGraphs();
+  for (void* p : registered_) cudaHostUnregister(p);
   if (kv_stream_) cudaStreamSynchronize(kv_stream_);
   for (cudaEvent_t e : kv_events_)
     if (e) cudaEventDestroy(e);
@@ -318,6 +319,26 @@ Status CudaBackend::WriteKvBlocks(std::span<const int32_t> blocks,
                                   std::span<const std::byte> bytes) {
   RETURN_IF_ERROR(CheckKvBlockList(blocks, bytes.size(), layout_, num_blocks_));
   return CopyKv(blocks, const_cast<std::byte*>(bytes.data()), bytes.size(), /*to_host=*/false);
+}
+
+Status CudaBackend::RegisterHostBuffer(std::span<std::byte> buffer) {
+  if (buffer.empty()) return OkStatus();
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  RETURN_IF_CUDA_ERROR(cudaHostRegister(buffer.data(), buffer.size(), cudaHostRegisterDefault),
+                       "page-lock a " + std::to_string(buffer.size()) + "-byte KV host buffer");
+  registered_.push_back(buffer.data());
+  return OkStatus();
+}
+
+Status CudaBackend::UnregisterHostBuffer(std::span<std::byte> buffer) {
+  std::lock_guard<std::mutex> lock(kv_mu_);
+  auto it = std::find(registered_.begin(), registered_.end(), buffer.data());
+  if (it == registered_.end()) {
+    return NotFoundError("KV host buffer was not registered with RegisterHostBuffer");
+  }
+  registered_.erase(it);
+  RETURN_IF_CUDA_ERROR(cudaHostUnregister(buffer.data()), "unregister a KV host buffer");
+  return OkStatus();
 }
 
 Status CudaBackend::CopyKv(std::span<const int32_t> blocks, std::byte* host, size_t bytes,

@@ -14,8 +14,15 @@
 //
 // KV transfer: ReadKvBlocks/WriteKvBlocks copy each block (contiguous on the
 // device, in the wire layout) straight to/from the caller's buffer when that
-// buffer is page-locked (cudaHostRegister / cudaMallocHost), else through a
-// double-buffered pinned staging area; see docs/kv_layout.md.
+// buffer is page-locked (RegisterHostBuffer, cudaHostRegister,
+// cudaMallocHost), else through a double-buffered pinned staging area; they
+// run on their own stream and a mutex serialises them (docs/kv_layout.md).
+//
+// Decode-only batches of up to 8 tokens run a fused path (GEMVs with the
+// norms, SwiGLU and residual adds folded in) replayed from CUDA graphs, one
+// per batch shape, captured the second time a shape runs
+// (BackendOptions::cuda_graphs). CRESCENT_PROFILE=1 (or =decode) prints the
+// device time per stage at exit, graphs off.
 #pragma once
 
 #include <memory>

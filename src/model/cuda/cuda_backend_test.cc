@@ -207,6 +207,16 @@ TEST(CudaBackendTest, KvBlocksMatchCpuAndRoundTrip) {
   ASSERT_TRUE(gpu->ReadKvBlocks(table, {static_cast<std::byte*>(pinned), gbytes.size()}).ok());
   EXPECT_EQ(std::memcmp(pinned, gbytes.data(), gbytes.size()), 0);
 
+  // A buffer the caller registers once (a connector's staging area) is
+  // read into directly and reads the same bytes.
+  std::vector<std::byte> registered(gbytes.size() + 4096);
+  std::span<std::byte> reg_span(registered);
+  ASSERT_TRUE(gpu->RegisterHostBuffer(reg_span).ok());
+  ASSERT_TRUE(gpu->ReadKvBlocks(table, reg_span.subspan(4096, gbytes.size())).ok());
+  EXPECT_EQ(std::memcmp(registered.data() + 4096, gbytes.data(), gbytes.size()), 0);
+  ASSERT_TRUE(gpu->UnregisterHostBuffer(reg_span).ok());
+  EXPECT_EQ(gpu->UnregisterHostBuffer(reg_span).code(), StatusCode::kNotFound);
+
   // Write to other blocks (pageable and pinned sources), decode from there.
   std::vector<int32_t> moved = {40, 41, 60}, moved2 = {30, 31, 32};
   ASSERT_TRUE(gpu->WriteKvBlocks(moved, gbytes).ok());
