@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 
@@ -209,11 +211,14 @@ TEST(CudaBackendTest, KvBlocksMatchCpuAndRoundTrip) {
 
   // A buffer the caller registers once (a connector's staging area) is
   // read into directly and reads the same bytes.
-  std::vector<std::byte> registered(gbytes.size() + 4096);
-  std::span<std::byte> reg_span(registered);
-  ASSERT_TRUE(gpu->RegisterHostBuffer(reg_span).ok());
+  const size_t reg_bytes = (gbytes.size() + 4096 + 4095) / 4096 * 4096;
+  std::unique_ptr<std::byte, decltype(&std::free)> registered(
+      static_cast<std::byte*>(std::aligned_alloc(4096, reg_bytes)), &std::free);
+  std::span<std::byte> reg_span(registered.get(), reg_bytes);
+  Status reg = gpu->RegisterHostBuffer(reg_span);
+  ASSERT_TRUE(reg.ok()) << reg.ToString();
   ASSERT_TRUE(gpu->ReadKvBlocks(table, reg_span.subspan(4096, gbytes.size())).ok());
-  EXPECT_EQ(std::memcmp(registered.data() + 4096, gbytes.data(), gbytes.size()), 0);
+  EXPECT_EQ(std::memcmp(registered.get() + 4096, gbytes.data(), gbytes.size()), 0);
   ASSERT_TRUE(gpu->UnregisterHostBuffer(reg_span).ok());
   EXPECT_EQ(gpu->UnregisterHostBuffer(reg_span).code(), StatusCode::kNotFound);
 
