@@ -3,10 +3,10 @@
 // [B][D] plane and a key row is D contiguous bf16).
 //
 // Decode (few new tokens per sequence): split-K over the context. Block
-// (item, kv head, split) scores its keys for all Hq/Hkv query heads that
-// share the KV head (K and V read once per KV head, GQA), keeps scores in
-// shared memory, and either writes the normalised output (one split) or
-// (o, max, sum) partials that a combine kernel merges.
+// (item, kv head, split) attends its keys for all Hq/Hkv query heads that
+// share the KV head (K and V read once per KV head, GQA) in one pass with an
+// online softmax, and either writes the normalised output (one split) or
+// (o, max, sum) partials that the last block of the item merges.
 //
 // Prefill (chunks of many tokens): FlashAttention-2 tiles of 64 queries x
 // 64 keys on the tensor cores (mma.sync bf16, float32 accumulate), online
@@ -406,11 +406,18 @@ __global__ void __launch_bounds__(kPrefillThreads)
   }
 }
 
+// Dynamic shared memory of a decode block: per lane group, max and sum of
+// every head and the [G][D] accumulators, for the merge of the groups.
+size_t DecodeAttentionSmem(int32_t D, int32_t group) {
+  const size_t groups = kDecodeThreads / (D / 8);
+  return sizeof(float) * (2 * groups * kMaxGroupAll + groups * group * D);
+}
+
 template <int D, int kMaxGroup>
 cudaError_t DecodeLaunch(const AttentionArgs& a, const DecodeItem* items, int32_t num_items,
                          int32_t splits, int32_t split_len, float* partial, int32_t* counters,
                          cudaStream_t stream) {
-  const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv, split_len);
+  const size_t smem = DecodeAttentionSmem(D, a.Hq / a.Hkv);
   return LaunchChained(DecodeAttentionKernel<D, kMaxGroup>, dim3(num_items, a.Hkv, splits),
                        dim3(kDecodeThreads), smem, stream, a, items, splits, split_len, partial,
                        counters);
@@ -454,10 +461,6 @@ bool DecodeAttentionSupports(int32_t D, int32_t group) {
          group <= kMaxGroupAll;
 }
 
-size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len) {
-  const size_t groups = kDecodeThreads / (D / 8);
-  return sizeof(float) * (2 * groups * kMaxGroupAll + groups * group * D);
-}
 
 cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* items,
                                   int32_t num_items, int32_t splits, int32_t split_len,

@@ -3,7 +3,9 @@
 // (bias, q/k-norm, RoPE, KV write), attention (tensor-core tiles for
 // prompt chunks, split-K for decodes), o_proj, residual+RMSNorm, fused
 // gate/up GEMM, SwiGLU, down_proj; then the final norm and lm_head over the
-// requested rows only, in chunks.
+// requested rows only, in chunks. Batches of at most kGemvMaxRows tokens
+// take the fused decode path (GEMVs with norms, SwiGLU and residual adds
+// folded in: 6 kernels per layer) and, when decode-only, CUDA graphs.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

@@ -126,9 +126,6 @@ cudaError_t LaunchDecodeAttention(const AttentionArgs& a, const DecodeItem* item
                                   int32_t num_items, int32_t splits, int32_t split_len,
                                   float* partial, int32_t* counters, cudaStream_t stream);
 bool DecodeAttentionSupports(int32_t D, int32_t group);
-// Bytes of dynamic shared memory a decode block needs (split_len: unused,
-// kept for callers that size per split).
-size_t DecodeAttentionSmem(int32_t D, int32_t group, int32_t split_len);
 
 // A tile of up to kPrefillTileRows consecutive query tokens of one sequence.
 struct PrefillTile {
@@ -139,9 +136,10 @@ struct PrefillTile {
 };
 inline constexpr int32_t kPrefillTileRows = 64;
 
-// Tiled causal attention on the tensor cores (bf16 WMMA, float32 softmax,
-// online rescaling as in FlashAttention): grid (tiles, Hq). Supported D:
-// 32, 64, 128.
+// Tiled causal attention on the tensor cores (FlashAttention-2 on mma.sync
+// bf16 with float32 accumulation and softmax in registers, K/V tiles
+// double-buffered through cp.async): grid (tiles, Hq). Supported D: 32, 64,
+// 128.
 cudaError_t LaunchPrefillAttention(const AttentionArgs& a, const PrefillTile* tiles,
                                    int32_t num_tiles, cudaStream_t stream);
 bool PrefillAttentionSupports(int32_t D);
