@@ -10,8 +10,8 @@
 // Client: a pooled keep-alive client for request/response with timeouts
 // (http::Client), and an async streaming client that hands a response body
 // to callbacks chunk by chunk as it arrives (http::StreamClient), made to
-// relay an upstream's stream through a ResponseWriter without a thread per
-// stream.
+// relay an upstream's stream through a ResponseWriter on the client
+// connection's own io thread, without a thread per stream.
 //
 // Errors name the address: "cannot reach 127.0.0.1:8080: connection refused".
 // Beast and Asio stay out of this header (pimpl); see http_server.cc,
@@ -210,8 +210,8 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
-// Callbacks of one streamed exchange. They run on the StreamClient's io
-// thread and must not block (hand data to a ResponseWriter, a queue...).
+// Callbacks of one streamed exchange. They run on the exchange's io thread
+// (see StreamClient) and must not block (hand data to a ResponseWriter, a queue...).
 struct StreamCallbacks {
   // The status line and headers arrived. Return false to abort.
   std::function<bool(int status, const Headers& headers)> on_head;
@@ -223,7 +223,9 @@ struct StreamCallbacks {
 };
 
 // Handle of one streamed exchange; Cancel() from any thread closes it
-// (on_done then gets CANCELLED unless it already ran).
+// (on_done then gets CANCELLED unless it already ran). Cancel() after the
+// exchange completed does nothing (its connection, back in the pool, is
+// left alone).
 class StreamHandle {
  public:
   virtual ~StreamHandle() = default;
@@ -231,16 +233,30 @@ class StreamHandle {
 };
 
 // Async client for streamed responses (a proxy's upstream side). Owns its
-// io threads; connections are pooled per host:port. Thread-safe.
+// io threads; connections are pooled per host:port (and io thread).
+// Thread-safe.
+//
+// Relaying: Start(..., relay_to) with the ResponseWriter that the stream
+// will be written to runs the exchange, and its callbacks, on the io thread
+// of that writer's client connection (an http::Server's thread), so that a
+// relayed chunk goes from the upstream socket to the client socket on one
+// thread, without a hand-off between threads. Such exchanges keep running
+// on the server's thread: cancel them before stopping that server.
 class StreamClient {
  public:
   explicit StreamClient(ClientOptions options = {}, int io_threads = 1);
-  ~StreamClient();  // cancels what is in flight and joins the threads
+  // Cancels what is in flight and joins the threads. Exchanges running on a
+  // server's io thread (relay_to) end there after this returns (on_done
+  // gets CANCELLED).
+  ~StreamClient();
   StreamClient(const StreamClient&) = delete;
   StreamClient& operator=(const StreamClient&) = delete;
 
+  // `relay_to`: see above; nullptr (or a writer not made by http::Server)
+  // runs the exchange on one of this client's io threads.
   std::shared_ptr<StreamHandle> Start(std::string host, uint16_t port, ClientRequest request,
-                                      StreamCallbacks callbacks);
+                                      StreamCallbacks callbacks,
+                                      const ResponseWriter* relay_to = nullptr);
 
   struct Impl;  // in the .cc; public only so that helpers there can name it
 

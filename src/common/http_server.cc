@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common/http.h"
+#include "common/http_asio.h"
 #include "common/http_internal.h"
 #include "common/logging.h"
 
@@ -27,6 +28,8 @@ namespace {
 // While a response is pending we keep reading to notice a disconnect;
 // pipelined bytes beyond this are left in the kernel until we are done.
 constexpr size_t kMaxPeekBuffered = 64 * 1024;
+// Queued pieces smaller than this are joined before a write (see Flush).
+constexpr size_t kJoinBelowBytes = 4096;
 
 struct Route {
   Method method;
@@ -71,6 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Start() { DoRead(); }
   tcp::socket::executor_type executor() { return socket_.get_executor(); }
+  const std::shared_ptr<Server::Impl>& server() const { return server_; }
 
   // ---- called by WriterImpl, any thread --------------------------------
   void QueueResponse(uint64_t seq, Response r);
@@ -163,20 +167,19 @@ class WriterImpl final : public ResponseWriter {
   bool client_gone() const override { return s_->Gone(seq_); }
   void OnDisconnect(std::function<void()> cb) override { s_->SetOnDisconnect(seq_, std::move(cb)); }
   size_t buffered_bytes() const override { return s_->Buffered(); }
+  internal::IoAffinity Io() const { return {s_->executor(), s_->server()}; }
 
  private:
   std::shared_ptr<Session> s_;
   uint64_t seq_;
 };
 
-std::string Chunk(std::string_view data) {
-  std::string out = fmt::format("{:x}\r\n", data.size());
-  out.append(data);
-  out.append("\r\n");
-  return out;
-}
-
 }  // namespace
+
+std::optional<internal::IoAffinity> internal::WriterIo(const ResponseWriter& writer) {
+  if (auto* w = dynamic_cast<const WriterImpl*>(&writer)) return w->Io();
+  return std::nullopt;
+}
 
 std::string Session::HeadLocked(int status, std::string_view content_type, const Headers& headers,
                                 std::optional<size_t> content_length) {
@@ -238,9 +241,17 @@ bool Session::QueueChunk(uint64_t seq, std::string data) {
   std::unique_lock lock(mu_);
   if (seq != seq_ || state_ != State::kStreaming || gone_) return false;
   if (data.empty()) return true;  // an empty chunk would end the body
-  std::string bytes = chunked_ ? Chunk(data) : std::move(data);
-  buffered_ += bytes.size();
-  outbox_.push_back(std::move(bytes));
+  buffered_ += data.size();
+  if (chunked_) {
+    // Framing as separate small buffers: the data is not copied again.
+    std::string head = fmt::format("{:x}\r\n", data.size());
+    buffered_ += head.size() + 2;
+    outbox_.push_back(std::move(head));
+    outbox_.push_back(std::move(data));
+    outbox_.emplace_back("\r\n");
+  } else {
+    outbox_.push_back(std::move(data));
+  }
   if (ScheduleFlushLocked()) {
     lock.unlock();
     Kick();
@@ -319,6 +330,22 @@ void Session::Flush() {
     outbox_.clear();
     final = final_queued_;
     final_queued_ = false;
+  }
+  // Small pieces (chunk framing, SSE events) are joined into one buffer:
+  // asio sends at most 64 buffers per sendmsg, and a burst of events would
+  // otherwise take a system call per ~20 of them. Large ones go as they are.
+  if (in_flight_.size() > 1) {
+    std::vector<std::string> joined;
+    for (auto& b : in_flight_) {
+      if (b.size() >= kJoinBelowBytes) {
+        joined.push_back(std::move(b));
+      } else if (!joined.empty() && joined.back().size() < kJoinBelowBytes) {
+        joined.back().append(b);
+      } else {
+        joined.push_back(std::move(b));
+      }
+    }
+    in_flight_.swap(joined);
   }
   std::vector<asio::const_buffer> bufs;
   bufs.reserve(in_flight_.size());

@@ -146,8 +146,10 @@ void Proxy::Stop() {
     if (core_->stopping.exchange(true)) return;
   }
   core_->prober->Stop();
+  // Upstream exchanges run on the server's io threads: cancel them first
+  // (their callbacks end the exchanges there), then stop the server.
+  core_->upstream.reset();
   core_->server->Stop();
-  core_->upstream.reset();  // cancels what is in flight; callbacks end the exchanges
 }
 
 uint16_t Proxy::port() const { return core_->server->port(); }

@@ -294,21 +294,26 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
       concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
   fmt::print(
       "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
-      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) |\n|---|---|---|---|---|---|---|---|\n");
+      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) | CPU cores: client / fake decode / "
+      "fake prefill |\n|---|---|---|---|---|---|---|---|---|\n");
   for (int pass = 0; pass < 2; ++pass) {
     uint16_t port = pass == 0 ? d.port : proxy.port;
-    double cpu0 = CpuSeconds(proxy.proc->pid());
+    const pid_t pids[4] = {proxy.proc->pid(), getpid(), d.proc->pid(), p.proc->pid()};
+    double cpu0[4];
+    for (int i = 0; i < 4; ++i) cpu0[i] = CpuSeconds(pids[i]);
     auto w0 = Clock::now();
     StreamLoad load(port, concurrency, tokens, 2s, std::chrono::seconds(seconds));
     double wall = std::chrono::duration<double>(Clock::now() - w0).count();
-    double cpu = CpuSeconds(proxy.proc->pid()) - cpu0;
+    double cores[4];
+    for (int i = 0; i < 4; ++i) cores[i] = (CpuSeconds(pids[i]) - cpu0[i]) / wall;
     StreamStats st = load.stats();
-    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} |\n",
+    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} | {:.2f} / {:.2f} / {:.2f} |\n",
                pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
                Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
-               Pct(st.max_gap_ms, 0.99), cpu / wall,
+               Pct(st.max_gap_ms, 0.99), cores[0],
                pass == 0 ? std::string("-")
-                         : fmt::format("{:.1f}", 1e6 * cpu / std::max<int64_t>(1, st.all_events)));
+                         : fmt::format("{:.1f}", 1e6 * cores[0] * wall / std::max<int64_t>(1, st.all_events)),
+               cores[1], cores[2], cores[3]);
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
     std::fflush(stdout);
   }

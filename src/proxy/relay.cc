@@ -359,7 +359,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     std::shared_ptr<http::StreamHandle> h;
     {
       std::shared_lock stop_lock(core_->launch_mu);
-      if (!core_->stopping) h = core_->upstream->Start(host, port, std::move(req), std::move(cb));
+      // On the client connection's io thread: each relayed chunk goes from
+      // the upstream socket to the client's without a thread hand-off.
+      if (!core_->stopping)
+        h = core_->upstream->Start(host, port, std::move(req), std::move(cb), writer_.get());
     }
     if (!h) {
       {
@@ -369,10 +372,18 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       writer_->Send(JsonError(503, "the proxy is shutting down"));
       return Finish(503, "the proxy is shutting down");
     }
-    std::lock_guard lock(mu_);
-    // on_done may already have run (then the handle must not be kept: a
-    // late Cancel could close a pooled connection).
-    if (attempt == attempt_ && lease_) handle_ = std::move(h);
+    {
+      std::lock_guard lock(mu_);
+      // on_done may already have run (then the handle is not kept).
+      if (attempt != attempt_ || !lease_) return;
+      if (!gone_ && abandoned_.empty()) {
+        handle_ = std::move(h);
+        return;
+      }
+    }
+    // The client left (or the instance was abandoned) before the handle was
+    // stored, so nobody could cancel it then.
+    h->Cancel();
   }
 
   void FirstByte() {
