@@ -98,6 +98,12 @@ class ResponseWriter {
   virtual void OnDisconnect(std::function<void()> callback) = 0;
   // Bytes queued but not yet written to the socket (back-pressure signal).
   virtual size_t buffered_bytes() const = 0;
+  // `callback` runs once, on an io thread (must not block), when
+  // buffered_bytes() has fallen to `low_water` or below; at once (in the
+  // calling thread) if it already has, and also when the client leaves or
+  // the response completes: a producer waits for a slow client instead of
+  // queueing without bound (see StreamCallbacks::pause).
+  virtual void OnWritable(size_t low_water, std::function<void()> callback) = 0;
 };
 
 using SimpleHandler = std::function<Response(const Request&)>;
@@ -214,12 +220,20 @@ class Client {
 // (see StreamClient) and must not block (hand data to a ResponseWriter, a queue...).
 struct StreamCallbacks {
   // The status line and headers arrived. Return false to abort.
-  std::function<bool(int status, const Headers& headers)> on_head;
+  std::function<bool(int status, const Headers& headers)> on_head = nullptr;
   // A piece of the (de-chunked) body, as soon as it arrived. False aborts.
-  std::function<bool(std::string_view data)> on_data;
+  std::function<bool(std::string_view data)> on_data = nullptr;
   // Exactly once, last: OK when the whole body arrived; CANCELLED after
   // Cancel() or a callback returned false; otherwise the error.
-  std::function<void(Status status)> on_done;
+  std::function<void(Status status)> on_done = nullptr;
+  // Optional flow control, asked after each on_data: true stops reading
+  // the response (the upstream is then held back by TCP) until `resume`
+  // runs (once, from any thread; Cancel() resumes too). A relay pauses
+  // while its client has too much unsent:
+  //   [w](auto resume) { if (w->buffered_bytes() < kHigh) return false;
+  //                      w->OnWritable(kLow, std::move(resume)); return true; }
+  // No read timeout runs while paused.
+  std::function<bool(std::function<void()> resume)> pause = nullptr;
 };
 
 // Handle of one streamed exchange; Cancel() from any thread closes it

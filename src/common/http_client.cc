@@ -40,10 +40,30 @@ struct Conn {
   bool connected = false;
 };
 
+// Where a paused exchange waits to be resumed (StreamCallbacks::pause).
+struct Gate {
+  explicit Gate(asio::any_io_executor ex) : timer(std::move(ex), Clock::time_point::max()) {}
+  // Io thread only.
+  void Open() {
+    open = true;
+    timer.cancel();
+  }
+  asio::steady_timer timer;
+  bool open = true;
+};
+
+// A resume callback for `gate`, callable from any thread.
+std::function<void()> Opener(const std::shared_ptr<Gate>& gate) {
+  return [gate] { asio::post(gate->timer.get_executor(), [gate] { gate->Open(); }); };
+}
+
 // Where Exchange delivers a response.
 struct Sink {
   std::function<bool(int, Headers&&)> on_head;
   std::function<bool(std::string_view)> on_data;
+  // Optional flow control (StreamCallbacks::pause), with its gate.
+  std::function<bool(std::function<void()>)> pause = nullptr;
+  std::shared_ptr<Gate> gate = nullptr;
 };
 
 struct ExchangeResult {
@@ -194,6 +214,13 @@ asio::awaitable<ExchangeResult> Exchange(Conn& c, const std::string& host, uint1
       c.connected = false;
       res.status = CancelledError("aborted by the data callback");
       co_return res;
+    }
+    if (got > 0 && sink.pause) {
+      sink.gate->open = false;
+      if (sink.pause(Opener(sink.gate))) {
+        while (!sink.gate->open) co_await sink.gate->timer.async_wait(kTuple);
+      }
+      sink.gate->open = true;
     }
   }
   res.reusable = p.get().keep_alive();
@@ -377,6 +404,7 @@ struct StreamState : StreamHandle, std::enable_shared_from_this<StreamState> {
   bool foreign = false;  // runs on a Server's io thread, not on the client's own
   std::atomic<bool> cancelled{false};
   bool finished = false;  // io thread only: the connection went back to the pool
+  std::shared_ptr<Gate> gate;  // when the callbacks pause; opened by Cancel()
 
   void Cancel() override {
     if (cancelled.exchange(true)) return;
@@ -388,6 +416,7 @@ struct StreamState : StreamHandle, std::enable_shared_from_this<StreamState> {
       if (self->finished) return;
       beast::error_code ec;
       self->conn->stream.socket().close(ec);
+      if (self->gate) self->gate->Open();
     });
   }
 };
@@ -401,7 +430,8 @@ asio::awaitable<void> RunStream(std::shared_ptr<StreamState> st, std::string hos
               got_head = true;
               return !st->cancelled && (!cb.on_head || cb.on_head(status, h));
             },
-            [&](std::string_view d) { return !st->cancelled && (!cb.on_data || cb.on_data(d)); }};
+            [&](std::string_view d) { return !st->cancelled && (!cb.on_data || cb.on_data(d)); },
+            cb.pause, st->gate};
   ExchangeResult r;
   r.status = CancelledError(fmt::format("request to {} cancelled", addr));
   for (int attempt = 0; !st->cancelled; ++attempt) {
@@ -465,6 +495,7 @@ std::shared_ptr<StreamHandle> StreamClient::Start(std::string host, uint16_t por
   st->foreign = io.has_value();
   st->conn = impl_->TakeConn(fmt::format("{}:{}", host, port), io ? &*io : nullptr, &st->pool_key);
   st->ex = st->conn->stream.get_executor();
+  if (callbacks.pause) st->gate = std::make_shared<Gate>(st->ex);
   {
     std::lock_guard lock(impl_->mu);
     impl_->in_flight[st.get()] = st;

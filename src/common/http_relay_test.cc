@@ -121,5 +121,72 @@ TEST(HttpRelayTest, ChunksThatArriveTogetherAreHandedOnTogether) {
   EXPECT_LE(calls, 20) << "on_data calls for " << got.size() << " bytes";
 }
 
+// A slow client holds a fast upstream back: with `pause`, the relay's queue
+// for its client stays near the high water mark instead of taking in the
+// whole upstream response.
+TEST(HttpRelayTest, PauseHoldsAFastUpstreamBackForASlowClient) {
+  constexpr size_t kPiece = 64 * 1024, kPieces = 256;  // 16 MiB
+  constexpr size_t kHigh = 128 * 1024, kLow = 32 * 1024;
+  auto upstream = Start([](Server& s) {
+    s.HandleAsync(Method::kGet, "/big", [](Request, std::shared_ptr<ResponseWriter> w) {
+      w->BeginStream(200, "application/octet-stream");
+      // Produced as the socket takes it, so that the upstream itself does
+      // not buffer: only the relay could.
+      auto next = std::make_shared<std::function<void(size_t)>>();
+      *next = [w, next](size_t i) {
+        if (i == kPieces) {
+          w->End();
+          *next = nullptr;
+          return;
+        }
+        w->Write(std::string(kPiece, static_cast<char>('a' + i % 26)));
+        w->OnWritable(kPiece, [next, i] {
+          if (*next) (*next)(i + 1);
+        });
+      };
+      (*next)(0);
+    });
+  });
+  StreamClient sc;
+  std::atomic<size_t> max_queued{0};
+  auto proxy = Start([&](Server& s) {
+    s.HandleAsync(Method::kGet, "/r", [&, port = upstream->port()](Request, std::shared_ptr<ResponseWriter> w) {
+      StreamCallbacks cb;
+      cb.on_head = [w](int status, const Headers&) {
+        w->BeginStream(status, "application/octet-stream");
+        return true;
+      };
+      cb.on_data = [w, &max_queued](std::string_view d) {
+        bool ok = w->Write(std::string(d));
+        size_t q = w->buffered_bytes();
+        if (q > max_queued) max_queued = q;
+        return ok;
+      };
+      cb.on_done = [w](Status) { w->End(); };
+      cb.pause = [w](std::function<void()> resume) {
+        if (w->buffered_bytes() <= kHigh) return false;
+        w->OnWritable(kLow, std::move(resume));
+        return true;
+      };
+      sc.Start("127.0.0.1", port, {Method::kGet, "/big", {}, {}, {}}, std::move(cb), w.get());
+    });
+  });
+  Client c("127.0.0.1", proxy->port());
+  size_t got = 0;
+  bool intact = true;
+  auto r = c.SendStreaming({Method::kGet, "/r", {}, {}, {}}, [&](std::string_view d) {
+    for (size_t k = 0; k < d.size(); ++k)
+      intact &= d[k] == static_cast<char>('a' + (got + k) / kPiece % 26);
+    got += d.size();
+    std::this_thread::sleep_for(200us);  // a slow reader
+    return true;
+  });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(got, kPiece * kPieces);
+  EXPECT_TRUE(intact);
+  // One read (16 KiB) may land past the mark before the pause.
+  EXPECT_LE(max_queued.load(), kHigh + 16 * 1024 + 64) << "bytes queued for the client";
+}
+
 }  // namespace
 }  // namespace crescent::http

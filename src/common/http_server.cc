@@ -91,6 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::lock_guard lock(mu_);
     return buffered_;
   }
+  void SetOnWritable(uint64_t seq, size_t low_water, std::function<void()> cb);
   // Io thread of this session (posted by Server::Stop).
   void Close();
 
@@ -109,6 +110,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Flush();
   void OnWritten(beast::error_code ec, size_t n, bool final);
   void FinishResponse();
+  // Runs the OnWritable callbacks whose low water mark is met (all when
+  // `all`); io thread, without mu_ held.
+  void RunWritable(bool all);
   // One lazily re-armed timer per connection: setting or clearing a
   // deadline is a store, not a timer syscall per request. A deadline
   // shorter than the one armed fires late, by at most the armed one.
@@ -150,6 +154,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<std::string> outbox_;
   size_t buffered_ = 0;
   std::function<void()> on_disconnect_;
+  std::vector<std::pair<size_t, std::function<void()>>> on_writable_;  // low water, callback
 };
 
 namespace {
@@ -167,6 +172,9 @@ class WriterImpl final : public ResponseWriter {
   bool client_gone() const override { return s_->Gone(seq_); }
   void OnDisconnect(std::function<void()> cb) override { s_->SetOnDisconnect(seq_, std::move(cb)); }
   size_t buffered_bytes() const override { return s_->Buffered(); }
+  void OnWritable(size_t low_water, std::function<void()> cb) override {
+    s_->SetOnWritable(seq_, low_water, std::move(cb));
+  }
   internal::IoAffinity Io() const { return {s_->executor(), s_->server()}; }
 
  private:
@@ -302,6 +310,34 @@ void Session::SetOnDisconnect(uint64_t seq, std::function<void()> cb) {
   asio::post(socket_.get_executor(), std::move(cb));
 }
 
+void Session::SetOnWritable(uint64_t seq, size_t low_water, std::function<void()> cb) {
+  {
+    std::lock_guard lock(mu_);
+    if (!gone_ && seq == seq_ && state_ != State::kDone && buffered_ > low_water) {
+      on_writable_.emplace_back(low_water, std::move(cb));
+      return;
+    }
+  }
+  cb();
+}
+
+void Session::RunWritable(bool all) {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < on_writable_.size();) {
+      if (all || buffered_ <= on_writable_[i].first) {
+        ready.push_back(std::move(on_writable_[i].second));
+        on_writable_[i] = std::move(on_writable_.back());
+        on_writable_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (auto& cb : ready) cb();
+}
+
 bool Session::ScheduleFlushLocked() {
   if (flush_posted_) return false;
   flush_posted_ = true;
@@ -362,11 +398,14 @@ void Session::OnWritten(beast::error_code ec, size_t n, bool final) {
   writing_ = false;
   in_flight_.clear();
   ClearDeadline();
+  bool waiters;
   {
     std::lock_guard lock(mu_);
     buffered_ -= std::min(buffered_, n);
+    waiters = !on_writable_.empty();
   }
   if (ec) return Close();
+  if (waiters) RunWritable(final);
   if (final) return FinishResponse();
   Flush();
 }
@@ -554,6 +593,7 @@ void Session::Close() {
     outbox_.clear();
     buffered_ = 0;
   }
+  RunWritable(true);
   {
     std::lock_guard lock(server_->sessions_mu);
     server_->sessions.erase(this);

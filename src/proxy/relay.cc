@@ -30,6 +30,11 @@ bool Unreachable(const Status& s, int http_status) {
 // A prefill response is read and dropped; keep only this much for logs.
 constexpr size_t kMaxPrefillBodyKept = 4096;
 
+// Unsent bytes to a client above which the relay stops reading its decode
+// instance, and below which it reads again (about a thousand SSE events).
+constexpr size_t kClientHighWaterBytes = 256 * 1024;
+constexpr size_t kClientLowWaterBytes = 64 * 1024;
+
 }  // namespace
 
 class Exchange : public std::enable_shared_from_this<Exchange> {
@@ -247,6 +252,13 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     };
     cb.on_data = [self, attempt](std::string_view d) { return self->OnDecodeData(attempt, d); };
     cb.on_done = [self, attempt](Status s) { self->OnDecodeDone(attempt, std::move(s)); };
+    // Back-pressure: a client that does not keep up holds the decode
+    // instance's stream back (through TCP) instead of filling our memory.
+    cb.pause = [w = writer_](std::function<void()> resume) {
+      if (w->buffered_bytes() <= kClientHighWaterBytes) return false;
+      w->OnWritable(kClientLowWaterBytes, std::move(resume));
+      return true;
+    };
     Launch(attempt, host, port, Upstream(request_.body), std::move(cb));
   }
 
