@@ -110,7 +110,9 @@ StatusOr<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options) {
   co.connect_timeout = o.connect_timeout;
   co.timeout = o.upstream_timeout;
   co.max_idle_connections = 4096;  // one per concurrent stream, reused across requests
-  core->upstream = std::make_unique<http::StreamClient>(co, o.upstream_io_threads);
+  // Its own io thread only runs what is started without a ResponseWriter
+  // (nothing today): relayed requests run on the server's threads.
+  core->upstream = std::make_unique<http::StreamClient>(co, 1);
 
   http::ServerOptions so;
   so.host = o.host;

@@ -55,7 +55,7 @@ struct Proc {
 
 int g_fake_threads = 1;
 bool g_no_prefill = false;
-int g_proxy_threads = 1;  // --io-threads and --upstream-io-threads of the proxy  // streams: a proxy with the decode instance only
+int g_proxy_threads = 1;  // --io-threads of the proxy
 int g_client_threads = 1;
 
 Proc Fake(std::string name, int interval_ms) {
@@ -76,7 +76,6 @@ Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::strin
   p.port = crescent::testing::FreePort();
   std::vector<std::string> argv = {crescent::testing::CrescentBin(), "proxy", "--host", "127.0.0.1",
                                    "--port", std::to_string(p.port), "--io-threads",
-                                   std::to_string(g_proxy_threads), "--upstream-io-threads",
                                    std::to_string(g_proxy_threads)};
   if (!prefill.empty()) {
     argv.push_back("--prefill");
@@ -289,9 +288,9 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc proxy = g_no_prefill ? Proxy({}, {d.addr()}) : Proxy({p.addr()}, {d.addr()});
   fmt::print(
       "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
-      "ramp; proxy 1P1D, 1 io thread + 1 upstream io thread; client {} thread(s), fake decode {} "
-      "io thread(s)\n",
-      concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
+      "ramp; proxy {}, {} io thread(s); client {} thread(s), fake decode {} io thread(s)\n",
+      concurrency, tokens, interval_ms, seconds, g_no_prefill ? "decode only" : "1P1D",
+      g_proxy_threads, g_client_threads, g_fake_threads);
   fmt::print(
       "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
       "p99 ms | proxy CPU (cores) | proxy CPU per event (us) | CPU cores: client / fake decode / "
