@@ -15,6 +15,10 @@
 //       the largest gap between two events of a stream, and the proxy's CPU
 //       use in cores.
 //
+// Both take --before PATH: another `crescent` binary (e.g. built before a
+// change) whose proxy is measured too, in the same run, against the same
+// fake instances; and print the CPU use of every process (client, fakes).
+//
 // Every process (fake instances, `crescent proxy`) is started here on free
 // loopback ports; $CRESCENT_BIN or build/apps/crescent is the proxy binary.
 #include <fmt/format.h>
@@ -23,7 +27,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <signal.h>
@@ -55,6 +61,9 @@ struct Proc {
 
 int g_fake_threads = 1;
 bool g_no_prefill = false;
+// --before PATH: another `crescent` binary whose proxy is measured in the
+// same run (e.g. the one from before a change).
+std::string g_before_bin;
 int g_proxy_threads = 1;  // --io-threads of the proxy
 int g_client_threads = 1;
 
@@ -71,10 +80,11 @@ Proc Fake(std::string name, int interval_ms) {
   return p;
 }
 
-Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::string>& decode) {
+Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::string>& decode,
+           std::string bin = crescent::testing::CrescentBin()) {
   Proc p;
   p.port = crescent::testing::FreePort();
-  std::vector<std::string> argv = {crescent::testing::CrescentBin(), "proxy", "--host", "127.0.0.1",
+  std::vector<std::string> argv = {bin, "proxy", "--host", "127.0.0.1",
                                    "--port", std::to_string(p.port), "--io-threads",
                                    std::to_string(g_proxy_threads)};
   if (!prefill.empty()) {
@@ -112,6 +122,19 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
 }
 
+// Seconds the threads of a process spent runnable but waiting for a CPU
+// (the scheduler's run delay, /proc/PID/task/*/schedstat), so far.
+double RunDelaySeconds(pid_t pid) {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::ifstream f(t.path() / "schedstat");
+    unsigned long long on_cpu = 0, waiting = 0;
+    if (f >> on_cpu >> waiting) total += waiting / 1e9;
+  }
+  return total;
+}
+
 int Latency(int rounds) {
   Proc p = Fake("p0", 0), d = Fake("d0", 0);
   Proc direct_proxy = Proxy({}, {d.addr()});
@@ -126,6 +149,13 @@ int Latency(int rounds) {
   targets.push_back({"direct to the decode instance", d.port, nullptr, {}});
   targets.push_back({"proxy, decode only (one hop)", direct_proxy.port, nullptr, {}});
   targets.push_back({"proxy, prefill + decode (two hops)", pd_proxy.port, nullptr, {}});
+  std::optional<Proc> before_direct, before_pd;
+  if (!g_before_bin.empty()) {
+    before_direct = Proxy({}, {d.addr()}, g_before_bin);
+    before_pd = Proxy({p.addr()}, {d.addr()}, g_before_bin);
+    targets.push_back({"--before proxy, decode only", before_direct->port, nullptr, {}});
+    targets.push_back({"--before proxy, prefill + decode", before_pd->port, nullptr, {}});
+  }
   for (auto& t : targets) t.client = std::make_unique<http::Client>("127.0.0.1", t.port);
   std::string bodies[2] = {
       R"({"model":"fake-model","prompt":"San Francisco is a city in","max_tokens":16})",
@@ -160,6 +190,7 @@ int Latency(int rounds) {
 struct StreamStats {
   int ok = 0, failed = 0;
   int64_t events = 0;      // of the streams measured
+  double window_events_per_s = 0;  // every event received in the measured window
   int64_t all_events = 0;  // of every stream, ramp included
   double seconds = 0;
   std::vector<double> first_ms, max_gap_ms;
@@ -190,6 +221,8 @@ class StreamLoad {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return open_ == 0; });
     stats_.seconds = std::chrono::duration<double>(Clock::now() - measure_from_).count();
+    stats_.window_events_per_s =
+        window_events_ / std::chrono::duration<double>(stop_at_ - measure_from_).count();
   }
   StreamStats stats() {
     std::lock_guard lock(mu_);
@@ -218,8 +251,9 @@ class StreamLoad {
                   one->status = status;
                   return true;
                 },
-                [one](std::string_view d) {
+                [this, one](std::string_view d) {
                   auto now = Clock::now();
+                  int before = one->events;
                   if (one->first < 0)
                     one->first = std::chrono::duration<double, std::milli>(now - one->start).count();
                   else
@@ -233,6 +267,7 @@ class StreamLoad {
                       one->events++;
                     one->tail.erase(0, pos + 2);
                   }
+                  if (now >= measure_from_ && now < stop_at_) window_events_ += one->events - before;
                   return true;
                 },
                 [this, one](crescent::Status s) { Done(*one, s); }});
@@ -279,6 +314,7 @@ class StreamLoad {
   std::mutex mu_;
   std::condition_variable cv_;
   int open_ = 0;  // guarded by mu_
+  std::atomic<int64_t> window_events_{0};  // io thread
   StreamStats stats_;  // guarded by mu_
 };
 
@@ -286,33 +322,44 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc p = Fake("p0", 0);
   Proc d = Fake("d0", interval_ms);
   Proc proxy = g_no_prefill ? Proxy({}, {d.addr()}) : Proxy({p.addr()}, {d.addr()});
+  std::optional<Proc> before;
+  if (!g_before_bin.empty())
+    before = g_no_prefill ? Proxy({}, {d.addr()}, g_before_bin)
+                          : Proxy({p.addr()}, {d.addr()}, g_before_bin);
   fmt::print(
       "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
-      "ramp; proxy {}, {} io thread(s); client {} thread(s), fake decode {} io thread(s)\n",
+      "ramp; proxy {}, {} io thread(s); client {} thread(s), fake decode {} io thread(s); "
+      "offered: {:.0f} events/s\n",
       concurrency, tokens, interval_ms, seconds, g_no_prefill ? "decode only" : "1P1D",
-      g_proxy_threads, g_client_threads, g_fake_threads);
+      g_proxy_threads, g_client_threads, g_fake_threads, concurrency * 1000.0 / interval_ms);
   fmt::print(
-      "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
+      "| path | streams done | failed | events/s received | first event p50 / p99 ms | largest gap p50 / "
       "p99 ms | proxy CPU (cores) | proxy CPU per event (us) | CPU cores: client / fake decode / "
       "fake prefill |\n|---|---|---|---|---|---|---|---|---|\n");
-  for (int pass = 0; pass < 2; ++pass) {
-    uint16_t port = pass == 0 ? d.port : proxy.port;
-    const pid_t pids[4] = {proxy.proc->pid(), getpid(), d.proc->pid(), p.proc->pid()};
+  for (int pass = 0; pass < (before ? 3 : 2); ++pass) {
+    const Proc& measured = pass == 2 ? *before : proxy;
+    uint16_t port = pass == 0 ? d.port : measured.port;
+    const pid_t pids[4] = {measured.proc->pid(), getpid(), d.proc->pid(), p.proc->pid()};
     double cpu0[4];
     for (int i = 0; i < 4; ++i) cpu0[i] = CpuSeconds(pids[i]);
+    double delay0 = RunDelaySeconds(pids[0]);
     auto w0 = Clock::now();
     StreamLoad load(port, concurrency, tokens, 2s, std::chrono::seconds(seconds));
     double wall = std::chrono::duration<double>(Clock::now() - w0).count();
     double cores[4];
     for (int i = 0; i < 4; ++i) cores[i] = (CpuSeconds(pids[i]) - cpu0[i]) / wall;
+    double proxy_waiting = (RunDelaySeconds(pids[0]) - delay0) / wall;
     StreamStats st = load.stats();
     fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} | {:.2f} / {:.2f} / {:.2f} |\n",
-               pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
+               pass == 0 ? "direct" : pass == 1 ? "through the proxy" : "through the --before proxy",
+               st.ok, st.failed, st.window_events_per_s,
                Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
                Pct(st.max_gap_ms, 0.99), cores[0],
                pass == 0 ? std::string("-")
                          : fmt::format("{:.1f}", 1e6 * cores[0] * wall / std::max<int64_t>(1, st.all_events)),
                cores[1], cores[2], cores[3]);
+    if (pass > 0)
+      fmt::print("  proxy threads runnable but waiting for a CPU: {:.2f} s per s\n", proxy_waiting);
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
     std::fflush(stdout);
   }
@@ -330,6 +377,10 @@ int main(int argc, char** argv) {
   int rounds = 2000, concurrency = 2000, tokens = 40, interval = 50, seconds = 10;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i];
+    if (k == "--before") {
+      g_before_bin = argv[i + 1];
+      continue;
+    }
     int v = std::atoi(argv[i + 1]);
     if (k == "--rounds") rounds = v;
     else if (k == "--concurrency") concurrency = v;

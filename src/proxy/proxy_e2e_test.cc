@@ -106,16 +106,19 @@ const json* FindInstance(const json& status, const Proc& inst) {
   return nullptr;
 }
 
-// Requests an instance finished, from its vLLM metrics.
-double Finished(const Proc& inst) {
+// The sum of an instance's samples of a vLLM counter.
+double Counter(const Proc& inst, const std::string& name) {
   auto r = http::Client("127.0.0.1", inst.port).Get("/metrics");
   if (!r.ok()) return -1;
   double sum = 0;
-  std::regex re(R"(^vllm:request_success_total\{[^}]*\} ([0-9.eE+-]+))", std::regex::multiline);
+  std::regex re("^" + name + R"(\{[^}]*\} ([0-9.eE+-]+))", std::regex::multiline);
   for (std::sregex_iterator it(r->body.begin(), r->body.end(), re), end; it != end; ++it)
     sum += std::stod((*it)[1]);
   return sum;
 }
+
+// Requests an instance finished.
+double Finished(const Proc& inst) { return Counter(inst, "vllm:request_success_total"); }
 
 // A sample of the proxy's /metrics, e.g. `name{role="decode"}`.
 double ProxyMetric(uint16_t proxy_port, const std::string& sample) {
@@ -244,6 +247,30 @@ TEST(ProxyE2eTest, ResponsesEqualADirectInstances) {
   }
   // The prefill instance got each request as a max_tokens=1 copy.
   EXPECT_GE(Finished(p), 6);
+}
+
+// cache_aware: the turns of a conversation (each prompt extends the last)
+// go to the instance that holds the prefix, in both roles, and hit its
+// prefix cache; a different conversation may go elsewhere.
+TEST(ProxyE2eTest, CacheAwareKeepsAConversationOnTheInstanceWithItsPrefix) {
+  Proc p0 = Serve(), p1 = Serve(), d0 = Serve(), d1 = Serve();
+  Proc proxy = Proxy({&p0, &p1}, {&d0, &d1}, "cache_aware");
+  std::mt19937 rng(7);
+  std::vector<int32_t> conversation;
+  constexpr int kTurns = 6;
+  for (int turn = 0; turn < kTurns; ++turn) {
+    for (int k = 0; k < 40; ++k) conversation.push_back(3 + rng() % 500);
+    auto r = Post(proxy.port, "/v1/completions", Completion(conversation, 4, false).dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  double on_d0 = Finished(d0), on_d1 = Finished(d1);
+  double on_p0 = Finished(p0), on_p1 = Finished(p1);
+  EXPECT_EQ(on_d0 + on_d1, kTurns);
+  EXPECT_EQ(std::max(on_d0, on_d1), kTurns) << "d0 " << on_d0 << ", d1 " << on_d1;
+  EXPECT_EQ(std::max(on_p0, on_p1), kTurns) << "p0 " << on_p0 << ", p1 " << on_p1;
+  const Proc& holder = on_d0 > on_d1 ? d0 : d1;
+  // Every turn after the first reuses the blocks of the turns before.
+  EXPECT_GE(Counter(holder, "vllm:prefix_cache_hits_total"), 16 * (kTurns - 1));
 }
 
 // Instances join and leave through the admin API while clients keep
