@@ -1,11 +1,12 @@
 // crescent_proxy_bench: what the proxy costs, against a direct request to
 // the same fake instance measured in the same run.
 //
-//   crescent_proxy_bench latency [--rounds N]
+//   crescent_proxy_bench latency [--rounds N] [--serve MODEL_DIR]
 //       sequential requests, interleaved: direct to a fake decode instance,
 //       through a proxy with that decode instance only, and through a proxy
 //       with a fake prefill instance too (the full P->D flow: two hops);
-//       prints p50/p90/p99 of each and the proxy's added latency.
+//       prints p50/p90/p99 of each and the proxy's added latency. With
+//       --serve, the instances are `crescent serve` processes of that model.
 //   crescent_proxy_bench streams [--concurrency C] [--tokens T] [--interval-ms I]
 //                                [--seconds S] [--fake-threads K] [--client-threads K]
 //                                [--proxy-threads K] [--no-prefill 1]
@@ -64,6 +65,9 @@ bool g_no_prefill = false;
 // --before PATH: another `crescent` binary whose proxy is measured in the
 // same run (e.g. the one from before a change).
 std::string g_before_bin;
+// --serve DIR (latency): real `crescent serve` instances of that model as the
+// prefill and decode instances instead of fakes.
+std::string g_serve_model;
 int g_proxy_threads = 1;  // --io-threads of the proxy
 int g_client_threads = 1;
 
@@ -135,8 +139,27 @@ double RunDelaySeconds(pid_t pid) {
   return total;
 }
 
+Proc Serve(const std::string& model) {
+  Proc p;
+  p.port = crescent::testing::FreePort();
+  p.proc = std::make_unique<Subprocess>(std::vector<std::string>{
+      crescent::testing::CrescentBin(), "serve", "--model", model, "--host", "127.0.0.1", "--port",
+      std::to_string(p.port), "--threads", "1", "--kv-cache-memory-bytes", "32MiB",
+      "--max-model-len", "1024"});
+  http::Client c("127.0.0.1", p.port);
+  for (int i = 0; i < 400; ++i) {
+    auto r = c.Get("/health");
+    if (r.ok() && r->status == 200) return p;
+    std::this_thread::sleep_for(25ms);
+  }
+  p.proc->DumpLog();
+  std::exit(1);
+}
+
 int Latency(int rounds) {
-  Proc p = Fake("p0", 0), d = Fake("d0", 0);
+  bool serve = !g_serve_model.empty();
+  Proc p = serve ? Serve(g_serve_model) : Fake("p0", 0);
+  Proc d = serve ? Serve(g_serve_model) : Fake("d0", 0);
   Proc direct_proxy = Proxy({}, {d.addr()});
   Proc pd_proxy = Proxy({p.addr()}, {d.addr()});
   struct Target {
@@ -160,6 +183,10 @@ int Latency(int rounds) {
   std::string bodies[2] = {
       R"({"model":"fake-model","prompt":"San Francisco is a city in","max_tokens":16})",
       R"({"model":"fake-model","prompt":"San Francisco is a city in","max_tokens":16,"stream":true})"};
+  if (serve) {  // fixture models have no tokenizer: a prompt of token ids, greedy
+    bodies[0] = R"({"prompt":[5,6,7,8,9,10,11,12],"max_tokens":16,"temperature":0,"ignore_eos":true})";
+    bodies[1] = R"({"prompt":[5,6,7,8,9,10,11,12],"max_tokens":16,"temperature":0,"ignore_eos":true,"stream":true})";
+  }
   for (int round = -200; round < rounds; ++round) {  // 200 warm-up rounds
     for (size_t k = 0; k < targets.size(); ++k) {
       auto& t = targets[(k + round + 200) % targets.size()];  // rotate the order
@@ -175,7 +202,8 @@ int Latency(int rounds) {
       }
     }
   }
-  fmt::print("{} rounds, sequential, one keep-alive connection per target\n", rounds);
+  fmt::print("{} rounds, sequential, one keep-alive connection per target; instances: {}\n", rounds,
+             serve ? "crescent serve " + g_serve_model : std::string("fakes"));
   fmt::print("| path | stream | p50 ms | p90 ms | p99 ms | added p50 ms |\n|---|---|---|---|---|---|\n");
   for (int s = 0; s < 2; ++s) {
     double base = Pct(targets[0].ms[s], 0.5);
@@ -379,6 +407,10 @@ int main(int argc, char** argv) {
     std::string k = argv[i];
     if (k == "--before") {
       g_before_bin = argv[i + 1];
+      continue;
+    }
+    if (k == "--serve") {
+      g_serve_model = argv[i + 1];
       continue;
     }
     int v = std::atoi(argv[i + 1]);
