@@ -372,5 +372,44 @@ TEST(ProxyE2eTest, KillOfAnInstanceUnderLoadFailsNoRequest) {
   EXPECT_EQ(health->status, 200);  // d1 is in rotation
 }
 
+// A decode instance killed mid-stream: the client's stream ends with an
+// OpenAI error event and [DONE] (never hangs), and the next request goes to
+// the peer.
+TEST(ProxyE2eTest, DecodeKilledMidStreamEndsTheStreamWithAnErrorEvent) {
+  Proc p0 = Serve(), d0 = Serve(), d1 = Serve();
+  Proc proxy = Proxy({&p0}, {&d0});
+  http::ClientOptions o;
+  o.timeout = 10s;
+  http::Client client("127.0.0.1", proxy.port, o);
+  std::string body;
+  bool killed = false;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = client.SendStreaming(
+      {http::Method::kPost, "/v1/completions", Completion({5, 6, 7, 8}, 3500, true).dump(),
+       "application/json", {}},
+      [&](std::string_view d) {
+        body.append(d);
+        if (!killed && body.size() > 4096) {  // well into the stream
+          killed = true;
+          d0.proc->Kill();
+        }
+        return true;
+      });
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(killed);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(seconds, 8);
+  auto ev = Events(body);
+  ASSERT_GE(ev.size(), 2u);
+  EXPECT_LT(ev.size(), 3501u);  // it did not run to its end
+  EXPECT_NE(ev[ev.size() - 2].find("\"error\""), std::string::npos) << ev[ev.size() - 2];
+  EXPECT_EQ(ev.back(), "data: [DONE]");
+  EXPECT_EQ(ProxyMetric(proxy.port, "crescent_proxy_streams_broken_total"), 1);
+  ASSERT_EQ(Admin(proxy.port, "add", "decode", d1), 200);
+  auto next = Post(proxy.port, "/v1/completions", Completion({5, 6, 7, 8}, 4, false).dump());
+  EXPECT_EQ(next.status, 200) << next.body;
+}
+
 }  // namespace
 }  // namespace crescent::proxy
