@@ -249,15 +249,23 @@ bool Session::QueueChunk(uint64_t seq, std::string data) {
   std::unique_lock lock(mu_);
   if (seq != seq_ || state_ != State::kStreaming || gone_) return false;
   if (data.empty()) return true;  // an empty chunk would end the body
-  buffered_ += data.size();
   if (chunked_) {
-    // Framing as separate small buffers: the data is not copied again.
-    std::string head = fmt::format("{:x}\r\n", data.size());
-    buffered_ += head.size() + 2;
-    outbox_.push_back(std::move(head));
-    outbox_.push_back(std::move(data));
-    outbox_.emplace_back("\r\n");
+    char head[24];
+    size_t head_len = fmt::format_to(head, "{:x}\r\n", data.size()) - head;
+    buffered_ += head_len + data.size() + 2;
+    if (data.size() < kJoinBelowBytes) {
+      // A small chunk (an SSE event) is framed in one buffer.
+      std::string framed;
+      framed.reserve(head_len + data.size() + 2);
+      framed.append(head, head_len).append(data).append("\r\n", 2);
+      outbox_.push_back(std::move(framed));
+    } else {  // framing as separate buffers: a large chunk is not copied again
+      outbox_.emplace_back(head, head_len);
+      outbox_.push_back(std::move(data));
+      outbox_.emplace_back("\r\n");
+    }
   } else {
+    buffered_ += data.size();
     outbox_.push_back(std::move(data));
   }
   if (ScheduleFlushLocked()) {
