@@ -26,7 +26,6 @@ struct ProxyFlags {
   uint16_t port = 8000;
   std::string scheduling = "round_robin";
   int io_threads = 1;
-  int upstream_io_threads = 1;
   int probe_interval_ms = 2000;
   int probe_timeout_ms = 2000;
   int upstream_timeout_s = 600;
@@ -49,7 +48,6 @@ Status RunProxy(const ProxyFlags& f) {
   o.decode = f.decode;
   o.model_name = f.model;
   o.io_threads = f.io_threads;
-  o.upstream_io_threads = f.upstream_io_threads;
   o.probe_interval = std::chrono::milliseconds(f.probe_interval_ms);
   o.probe_timeout = std::chrono::milliseconds(f.probe_timeout_ms);
   o.upstream_timeout = std::chrono::seconds(f.upstream_timeout_s);
@@ -102,10 +100,8 @@ void Setup(CLI::App& root) {
   cmd->add_option("--port", f->port, "Port to listen on")->capture_default_str();
   cmd->add_option("--scheduling", f->scheduling, "round_robin | least_loaded | cache_aware")
       ->capture_default_str();
-  cmd->add_option("--io-threads", f->io_threads, "Threads for client connections")
-      ->capture_default_str();
-  cmd->add_option("--upstream-io-threads", f->upstream_io_threads,
-                  "Threads for connections to instances")
+  cmd->add_option("--io-threads", f->io_threads,
+                  "Io threads (a request's instance connections run on its client connection's thread)")
       ->capture_default_str();
   cmd->add_option("--probe-interval-ms", f->probe_interval_ms, "Health probe period")
       ->capture_default_str();

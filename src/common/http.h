@@ -10,8 +10,8 @@
 // Client: a pooled keep-alive client for request/response with timeouts
 // (http::Client), and an async streaming client that hands a response body
 // to callbacks chunk by chunk as it arrives (http::StreamClient), made to
-// relay an upstream's stream through a ResponseWriter without a thread per
-// stream.
+// relay an upstream's stream through a ResponseWriter on the client
+// connection's own io thread, without a thread per stream.
 //
 // Errors name the address: "cannot reach 127.0.0.1:8080: connection refused".
 // Beast and Asio stay out of this header (pimpl); see http_server.cc,
@@ -98,6 +98,12 @@ class ResponseWriter {
   virtual void OnDisconnect(std::function<void()> callback) = 0;
   // Bytes queued but not yet written to the socket (back-pressure signal).
   virtual size_t buffered_bytes() const = 0;
+  // `callback` runs once, on an io thread (must not block), when
+  // buffered_bytes() has fallen to `low_water` or below; at once (in the
+  // calling thread) if it already has, and also when the client leaves or
+  // the response completes: a producer waits for a slow client instead of
+  // queueing without bound (see StreamCallbacks::pause).
+  virtual void OnWritable(size_t low_water, std::function<void()> callback) = 0;
 };
 
 using SimpleHandler = std::function<Response(const Request&)>;
@@ -210,20 +216,30 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
-// Callbacks of one streamed exchange. They run on the StreamClient's io
-// thread and must not block (hand data to a ResponseWriter, a queue...).
+// Callbacks of one streamed exchange. They run on the exchange's io thread
+// (see StreamClient) and must not block (hand data to a ResponseWriter, a queue...).
 struct StreamCallbacks {
   // The status line and headers arrived. Return false to abort.
-  std::function<bool(int status, const Headers& headers)> on_head;
+  std::function<bool(int status, const Headers& headers)> on_head = nullptr;
   // A piece of the (de-chunked) body, as soon as it arrived. False aborts.
-  std::function<bool(std::string_view data)> on_data;
+  std::function<bool(std::string_view data)> on_data = nullptr;
   // Exactly once, last: OK when the whole body arrived; CANCELLED after
   // Cancel() or a callback returned false; otherwise the error.
-  std::function<void(Status status)> on_done;
+  std::function<void(Status status)> on_done = nullptr;
+  // Optional flow control, asked after each on_data: true stops reading
+  // the response (the upstream is then held back by TCP) until `resume`
+  // runs (once, from any thread; Cancel() resumes too). A relay pauses
+  // while its client has too much unsent:
+  //   [w](auto resume) { if (w->buffered_bytes() < kHigh) return false;
+  //                      w->OnWritable(kLow, std::move(resume)); return true; }
+  // No read timeout runs while paused.
+  std::function<bool(std::function<void()> resume)> pause = nullptr;
 };
 
 // Handle of one streamed exchange; Cancel() from any thread closes it
-// (on_done then gets CANCELLED unless it already ran).
+// (on_done then gets CANCELLED unless it already ran). Cancel() after the
+// exchange completed does nothing (its connection, back in the pool, is
+// left alone).
 class StreamHandle {
  public:
   virtual ~StreamHandle() = default;
@@ -231,16 +247,30 @@ class StreamHandle {
 };
 
 // Async client for streamed responses (a proxy's upstream side). Owns its
-// io threads; connections are pooled per host:port. Thread-safe.
+// io threads; connections are pooled per host:port (and io thread).
+// Thread-safe.
+//
+// Relaying: Start(..., relay_to) with the ResponseWriter that the stream
+// will be written to runs the exchange, and its callbacks, on the io thread
+// of that writer's client connection (an http::Server's thread), so that a
+// relayed chunk goes from the upstream socket to the client socket on one
+// thread, without a hand-off between threads. Such exchanges keep running
+// on the server's thread: cancel them before stopping that server.
 class StreamClient {
  public:
   explicit StreamClient(ClientOptions options = {}, int io_threads = 1);
-  ~StreamClient();  // cancels what is in flight and joins the threads
+  // Cancels what is in flight and joins the threads. Exchanges running on a
+  // server's io thread (relay_to) end there after this returns (on_done
+  // gets CANCELLED).
+  ~StreamClient();
   StreamClient(const StreamClient&) = delete;
   StreamClient& operator=(const StreamClient&) = delete;
 
+  // `relay_to`: see above; nullptr (or a writer not made by http::Server)
+  // runs the exchange on one of this client's io threads.
   std::shared_ptr<StreamHandle> Start(std::string host, uint16_t port, ClientRequest request,
-                                      StreamCallbacks callbacks);
+                                      StreamCallbacks callbacks,
+                                      const ResponseWriter* relay_to = nullptr);
 
   struct Impl;  // in the .cc; public only so that helpers there can name it
 

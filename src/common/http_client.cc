@@ -10,8 +10,10 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "common/http.h"
+#include "common/http_asio.h"
 #include "common/http_internal.h"
 #include "common/logging.h"
 
@@ -28,16 +30,40 @@ namespace {
 
 // A connection to one host:port, reused while the server keeps it alive.
 struct Conn {
-  explicit Conn(asio::any_io_executor ex) : stream(std::move(ex)) {}
+  explicit Conn(asio::any_io_executor ex, std::shared_ptr<void> owner = nullptr)
+      : io_owner(std::move(owner)), stream(std::move(ex)) {}
+  // Keeps a foreign io_context (a Server's) alive; declared before `stream`
+  // so that it is released after the socket.
+  std::shared_ptr<void> io_owner;
   beast::tcp_stream stream;
   beast::flat_buffer buffer;
   bool connected = false;
 };
 
+// Where a paused exchange waits to be resumed (StreamCallbacks::pause).
+struct Gate {
+  explicit Gate(asio::any_io_executor ex) : timer(std::move(ex), Clock::time_point::max()) {}
+  // Io thread only.
+  void Open() {
+    open = true;
+    timer.cancel();
+  }
+  asio::steady_timer timer;
+  bool open = true;
+};
+
+// A resume callback for `gate`, callable from any thread.
+std::function<void()> Opener(const std::shared_ptr<Gate>& gate) {
+  return [gate] { asio::post(gate->timer.get_executor(), [gate] { gate->Open(); }); };
+}
+
 // Where Exchange delivers a response.
 struct Sink {
   std::function<bool(int, Headers&&)> on_head;
   std::function<bool(std::string_view)> on_data;
+  // Optional flow control (StreamCallbacks::pause), with its gate.
+  std::function<bool(std::function<void()>)> pause = nullptr;
+  std::shared_ptr<Gate> gate = nullptr;
 };
 
 struct ExchangeResult {
@@ -45,6 +71,9 @@ struct ExchangeResult {
   bool reusable = false;   // the connection may carry another request
   bool retryable = false;  // failed before any response byte on a reused connection
 };
+
+// Read buffer per connection (a few SSE events; memory per open stream).
+constexpr size_t kReadBufferBytes = 8192;
 
 std::string Describe(const ClientRequest& r) {
   return fmt::format("{} {}", MethodName(r.method), r.target.substr(0, 200));
@@ -74,6 +103,9 @@ asio::awaitable<ExchangeResult> Exchange(Conn& c, const std::string& host, uint1
   const bool reused = c.connected;
   if (!c.connected) {
     c.buffer.clear();
+    // Beast reads max(512, free capacity) bytes at a time: without room,
+    // a burst of SSE events would take a read per 512 bytes.
+    c.buffer.reserve(kReadBufferBytes);
     beast::error_code ec;
     auto ip = asio::ip::make_address(host, ec);
     std::vector<tcp::endpoint> eps;
@@ -149,6 +181,27 @@ asio::awaitable<ExchangeResult> Exchange(Conn& c, const std::string& host, uint1
     arm();
     auto [rec, rn] = co_await bhttp::async_read_some(c.stream, c.buffer, p, kTuple);
     if (rec == bhttp::error::need_buffer) rec = {};
+    // Then parse what is already buffered (no read): one call hands on
+    // every chunk that arrived together (several SSE events when the
+    // reader fell behind), so that a relay forwards them with one write,
+    // not one per chunk: under load, this batching keeps the cost per
+    // event from growing. (async_read_some itself stops after one chunk;
+    // eager parsing there would wait for the buffer to fill.)
+    if (!rec) {
+      p.eager(true);
+      while (!p.is_done() && c.buffer.size() > 0 && p.get().body().size > 0) {
+        beast::error_code pec;
+        size_t n = p.put(c.buffer.data(), pec);
+        c.buffer.consume(n);
+        if (pec == bhttp::error::need_more || pec == bhttp::error::need_buffer) break;
+        if (pec) {
+          rec = pec;
+          break;
+        }
+        if (n == 0) break;
+      }
+      p.eager(false);
+    }
     if (rec == bhttp::error::body_limit) {
       c.connected = false;
       res.status = ResourceExhaustedError(fmt::format(
@@ -161,6 +214,13 @@ asio::awaitable<ExchangeResult> Exchange(Conn& c, const std::string& host, uint1
       c.connected = false;
       res.status = CancelledError("aborted by the data callback");
       co_return res;
+    }
+    if (got > 0 && sink.pause) {
+      sink.gate->open = false;
+      if (sink.pause(Opener(sink.gate))) {
+        while (!sink.gate->open) co_await sink.gate->timer.async_wait(kTuple);
+      }
+      sink.gate->open = true;
     }
   }
   res.reusable = p.get().keep_alive();
@@ -289,9 +349,15 @@ namespace {
 
 struct StreamState;
 
+// Pool key: connections are reused per host:port and per io_context, since
+// a connection may only be used on the io thread it was made for.
+std::string PoolKey(const std::string& address, const asio::any_io_executor& ex) {
+  return fmt::format("{}@{}", address, static_cast<const void*>(&ex.context()));
+}
+
 }  // namespace
 
-struct StreamClient::Impl : std::enable_shared_from_this<StreamClient::Impl> {
+struct StreamClient::Impl {
   ClientOptions options;
   std::vector<std::unique_ptr<asio::io_context>> iocs;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -299,26 +365,32 @@ struct StreamClient::Impl : std::enable_shared_from_this<StreamClient::Impl> {
   std::atomic<size_t> next{0};
   std::atomic<bool> stopped{false};
   std::mutex mu;
-  std::multimap<std::string, std::shared_ptr<Conn>> idle;          // guarded by mu
-  std::map<StreamState*, std::weak_ptr<StreamState>> in_flight;    // guarded by mu
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Conn>>> idle;  // guarded by mu
+  std::unordered_map<StreamState*, std::weak_ptr<StreamState>> in_flight;    // guarded by mu
 
-  std::shared_ptr<Conn> TakeConn(const std::string& key) {
+  // A pooled connection for `address` on `io` (or on one of our threads),
+  // else a new one; `*key` is where it returns.
+  std::shared_ptr<Conn> TakeConn(const std::string& address, const internal::IoAffinity* io,
+                                 std::string* key) {
+    asio::any_io_executor ex =
+        io ? io->executor : asio::any_io_executor(iocs[next++ % iocs.size()]->get_executor());
+    *key = PoolKey(address, ex);
     {
       std::lock_guard lock(mu);
-      auto it = idle.find(key);
-      if (it != idle.end()) {
-        auto c = std::move(it->second);
-        idle.erase(it);
+      auto it = idle.find(*key);
+      if (it != idle.end() && !it->second.empty()) {
+        auto c = std::move(it->second.back());
+        it->second.pop_back();
         return c;
       }
     }
-    auto& ioc = *iocs[next++ % iocs.size()];
-    return std::make_shared<Conn>(ioc.get_executor());
+    return std::make_shared<Conn>(std::move(ex), io ? io->owner : nullptr);
   }
   void ReturnConn(const std::string& key, std::shared_ptr<Conn> c) {
     std::lock_guard lock(mu);
-    if (stopped || idle.count(key) >= options.max_idle_connections) return;
-    idle.emplace(key, std::move(c));
+    if (stopped) return;
+    auto& v = idle[key];
+    if (v.size() < options.max_idle_connections) v.push_back(std::move(c));
   }
 };
 
@@ -326,15 +398,25 @@ namespace {
 
 struct StreamState : StreamHandle, std::enable_shared_from_this<StreamState> {
   std::shared_ptr<StreamClient::Impl> client;
-  std::shared_ptr<Conn> conn;  // the io thread swaps it on a retry
+  std::shared_ptr<Conn> conn;  // io thread only once started (swapped on a retry)
+  std::string pool_key;
   asio::any_io_executor ex;
+  bool foreign = false;  // runs on a Server's io thread, not on the client's own
   std::atomic<bool> cancelled{false};
+  bool finished = false;  // io thread only: the connection went back to the pool
+  std::shared_ptr<Gate> gate;  // when the callbacks pause; opened by Cancel()
 
   void Cancel() override {
-    if (cancelled.exchange(true) || client->stopped) return;
+    if (cancelled.exchange(true)) return;
+    // Our own threads are gone once the client stopped (it cancelled us then).
+    if (!foreign && client->stopped) return;
+    // Checked on the io thread: after the exchange finished, `conn` may be
+    // pooled or carrying another request, and must not be closed.
     asio::post(ex, [self = shared_from_this()] {
+      if (self->finished) return;
       beast::error_code ec;
       self->conn->stream.socket().close(ec);
+      if (self->gate) self->gate->Open();
     });
   }
 };
@@ -342,27 +424,29 @@ struct StreamState : StreamHandle, std::enable_shared_from_this<StreamState> {
 asio::awaitable<void> RunStream(std::shared_ptr<StreamState> st, std::string host, uint16_t port,
                                 ClientRequest request, StreamCallbacks cb) {
   auto& im = *st->client;
-  const std::string key = fmt::format("{}:{}", host, port);
+  const std::string addr = fmt::format("{}:{}", host, port);
   bool got_head = false;
   Sink sink{[&](int status, Headers&& h) {
               got_head = true;
               return !st->cancelled && (!cb.on_head || cb.on_head(status, h));
             },
-            [&](std::string_view d) { return !st->cancelled && (!cb.on_data || cb.on_data(d)); }};
+            [&](std::string_view d) { return !st->cancelled && (!cb.on_data || cb.on_data(d)); },
+            cb.pause, st->gate};
   ExchangeResult r;
-  r.status = CancelledError(fmt::format("request to {} cancelled", key));
+  r.status = CancelledError(fmt::format("request to {} cancelled", addr));
   for (int attempt = 0; !st->cancelled; ++attempt) {
     r = co_await Exchange(*st->conn, host, port, request, im.options, true,
                           std::numeric_limits<uint64_t>::max(), sink);
     if (!r.status.ok() && r.retryable && attempt == 0 && !got_head && !st->cancelled) {
-      // A pooled connection the server had closed: one fresh try on this thread.
-      st->conn = std::make_shared<Conn>(st->ex);
+      // A pooled connection the server had closed: one fresh try, same thread.
+      st->conn = std::make_shared<Conn>(st->ex, st->conn->io_owner);
       continue;
     }
     break;
   }
-  if (r.status.ok() && r.reusable && !st->cancelled) im.ReturnConn(key, st->conn);
-  Status done = st->cancelled ? CancelledError(fmt::format("request to {} cancelled", key))
+  st->finished = true;
+  if (r.status.ok() && r.reusable && !st->cancelled) im.ReturnConn(st->pool_key, st->conn);
+  Status done = st->cancelled ? CancelledError(fmt::format("request to {} cancelled", addr))
                               : std::move(r.status);
   {
     std::lock_guard lock(im.mu);
@@ -397,14 +481,21 @@ StreamClient::~StreamClient() {
   im.stopped = true;
   im.guards.clear();
   for (auto& t : im.threads) t.join();
+  std::lock_guard lock(im.mu);
+  im.idle.clear();  // returned meanwhile by streams on foreign threads
 }
 
 std::shared_ptr<StreamHandle> StreamClient::Start(std::string host, uint16_t port,
-                                                  ClientRequest request, StreamCallbacks callbacks) {
+                                                  ClientRequest request, StreamCallbacks callbacks,
+                                                  const ResponseWriter* relay_to) {
   auto st = std::make_shared<StreamState>();
   st->client = impl_;
-  st->conn = impl_->TakeConn(fmt::format("{}:{}", host, port));
+  std::optional<internal::IoAffinity> io;
+  if (relay_to) io = internal::WriterIo(*relay_to);
+  st->foreign = io.has_value();
+  st->conn = impl_->TakeConn(fmt::format("{}:{}", host, port), io ? &*io : nullptr, &st->pool_key);
   st->ex = st->conn->stream.get_executor();
+  if (callbacks.pause) st->gate = std::make_shared<Gate>(st->ex);
   {
     std::lock_guard lock(impl_->mu);
     impl_->in_flight[st.get()] = st;

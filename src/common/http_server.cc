@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common/http.h"
+#include "common/http_asio.h"
 #include "common/http_internal.h"
 #include "common/logging.h"
 
@@ -27,6 +28,8 @@ namespace {
 // While a response is pending we keep reading to notice a disconnect;
 // pipelined bytes beyond this are left in the kernel until we are done.
 constexpr size_t kMaxPeekBuffered = 64 * 1024;
+// Queued pieces smaller than this are joined before a write (see Flush).
+constexpr size_t kJoinBelowBytes = 4096;
 
 struct Route {
   Method method;
@@ -71,6 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Start() { DoRead(); }
   tcp::socket::executor_type executor() { return socket_.get_executor(); }
+  const std::shared_ptr<Server::Impl>& server() const { return server_; }
 
   // ---- called by WriterImpl, any thread --------------------------------
   void QueueResponse(uint64_t seq, Response r);
@@ -87,6 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::lock_guard lock(mu_);
     return buffered_;
   }
+  void SetOnWritable(uint64_t seq, size_t low_water, std::function<void()> cb);
   // Io thread of this session (posted by Server::Stop).
   void Close();
 
@@ -105,6 +110,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Flush();
   void OnWritten(beast::error_code ec, size_t n, bool final);
   void FinishResponse();
+  // Runs the OnWritable callbacks whose low water mark is met (all when
+  // `all`); io thread, without mu_ held.
+  void RunWritable(bool all);
   // One lazily re-armed timer per connection: setting or clearing a
   // deadline is a store, not a timer syscall per request. A deadline
   // shorter than the one armed fires late, by at most the armed one.
@@ -146,6 +154,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<std::string> outbox_;
   size_t buffered_ = 0;
   std::function<void()> on_disconnect_;
+  std::vector<std::pair<size_t, std::function<void()>>> on_writable_;  // low water, callback
 };
 
 namespace {
@@ -163,20 +172,22 @@ class WriterImpl final : public ResponseWriter {
   bool client_gone() const override { return s_->Gone(seq_); }
   void OnDisconnect(std::function<void()> cb) override { s_->SetOnDisconnect(seq_, std::move(cb)); }
   size_t buffered_bytes() const override { return s_->Buffered(); }
+  void OnWritable(size_t low_water, std::function<void()> cb) override {
+    s_->SetOnWritable(seq_, low_water, std::move(cb));
+  }
+  internal::IoAffinity Io() const { return {s_->executor(), s_->server()}; }
 
  private:
   std::shared_ptr<Session> s_;
   uint64_t seq_;
 };
 
-std::string Chunk(std::string_view data) {
-  std::string out = fmt::format("{:x}\r\n", data.size());
-  out.append(data);
-  out.append("\r\n");
-  return out;
-}
-
 }  // namespace
+
+std::optional<internal::IoAffinity> internal::WriterIo(const ResponseWriter& writer) {
+  if (auto* w = dynamic_cast<const WriterImpl*>(&writer)) return w->Io();
+  return std::nullopt;
+}
 
 std::string Session::HeadLocked(int status, std::string_view content_type, const Headers& headers,
                                 std::optional<size_t> content_length) {
@@ -238,9 +249,25 @@ bool Session::QueueChunk(uint64_t seq, std::string data) {
   std::unique_lock lock(mu_);
   if (seq != seq_ || state_ != State::kStreaming || gone_) return false;
   if (data.empty()) return true;  // an empty chunk would end the body
-  std::string bytes = chunked_ ? Chunk(data) : std::move(data);
-  buffered_ += bytes.size();
-  outbox_.push_back(std::move(bytes));
+  if (chunked_) {
+    char head[24];
+    size_t head_len = fmt::format_to(head, "{:x}\r\n", data.size()) - head;
+    buffered_ += head_len + data.size() + 2;
+    if (data.size() < kJoinBelowBytes) {
+      // A small chunk (an SSE event) is framed in one buffer.
+      std::string framed;
+      framed.reserve(head_len + data.size() + 2);
+      framed.append(head, head_len).append(data).append("\r\n", 2);
+      outbox_.push_back(std::move(framed));
+    } else {  // framing as separate buffers: a large chunk is not copied again
+      outbox_.emplace_back(head, head_len);
+      outbox_.push_back(std::move(data));
+      outbox_.emplace_back("\r\n");
+    }
+  } else {
+    buffered_ += data.size();
+    outbox_.push_back(std::move(data));
+  }
   if (ScheduleFlushLocked()) {
     lock.unlock();
     Kick();
@@ -291,6 +318,34 @@ void Session::SetOnDisconnect(uint64_t seq, std::function<void()> cb) {
   asio::post(socket_.get_executor(), std::move(cb));
 }
 
+void Session::SetOnWritable(uint64_t seq, size_t low_water, std::function<void()> cb) {
+  {
+    std::lock_guard lock(mu_);
+    if (!gone_ && seq == seq_ && state_ != State::kDone && buffered_ > low_water) {
+      on_writable_.emplace_back(low_water, std::move(cb));
+      return;
+    }
+  }
+  cb();
+}
+
+void Session::RunWritable(bool all) {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < on_writable_.size();) {
+      if (all || buffered_ <= on_writable_[i].first) {
+        ready.push_back(std::move(on_writable_[i].second));
+        on_writable_[i] = std::move(on_writable_.back());
+        on_writable_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  for (auto& cb : ready) cb();
+}
+
 bool Session::ScheduleFlushLocked() {
   if (flush_posted_) return false;
   flush_posted_ = true;
@@ -320,6 +375,22 @@ void Session::Flush() {
     final = final_queued_;
     final_queued_ = false;
   }
+  // Small pieces (chunk framing, SSE events) are joined into one buffer:
+  // asio sends at most 64 buffers per sendmsg, and a burst of events would
+  // otherwise take a system call per ~20 of them. Large ones go as they are.
+  if (in_flight_.size() > 1) {
+    std::vector<std::string> joined;
+    for (auto& b : in_flight_) {
+      if (b.size() >= kJoinBelowBytes) {
+        joined.push_back(std::move(b));
+      } else if (!joined.empty() && joined.back().size() < kJoinBelowBytes) {
+        joined.back().append(b);
+      } else {
+        joined.push_back(std::move(b));
+      }
+    }
+    in_flight_.swap(joined);
+  }
   std::vector<asio::const_buffer> bufs;
   bufs.reserve(in_flight_.size());
   for (const auto& b : in_flight_) bufs.emplace_back(b.data(), b.size());
@@ -335,11 +406,14 @@ void Session::OnWritten(beast::error_code ec, size_t n, bool final) {
   writing_ = false;
   in_flight_.clear();
   ClearDeadline();
+  bool waiters;
   {
     std::lock_guard lock(mu_);
     buffered_ -= std::min(buffered_, n);
+    waiters = !on_writable_.empty();
   }
   if (ec) return Close();
+  if (waiters) RunWritable(final);
   if (final) return FinishResponse();
   Flush();
 }
@@ -527,6 +601,7 @@ void Session::Close() {
     outbox_.clear();
     buffered_ = 0;
   }
+  RunWritable(true);
   {
     std::lock_guard lock(server_->sessions_mu);
     server_->sessions.erase(this);

@@ -217,6 +217,7 @@ StatusOr<std::unique_ptr<FakeInstance>> FakeInstance::Start(std::string name, ui
 }
 
 FakeInstance::~FakeInstance() {
+  if (!impl_) return;  // Start() failed before handing its state over
   {
     std::lock_guard lock(impl_->mu);
     impl_->stop = true;

@@ -110,7 +110,9 @@ StatusOr<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options) {
   co.connect_timeout = o.connect_timeout;
   co.timeout = o.upstream_timeout;
   co.max_idle_connections = 4096;  // one per concurrent stream, reused across requests
-  core->upstream = std::make_unique<http::StreamClient>(co, o.upstream_io_threads);
+  // Its own io thread only runs what is started without a ResponseWriter
+  // (nothing today): relayed requests run on the server's threads.
+  core->upstream = std::make_unique<http::StreamClient>(co, 1);
 
   http::ServerOptions so;
   so.host = o.host;
@@ -146,8 +148,10 @@ void Proxy::Stop() {
     if (core_->stopping.exchange(true)) return;
   }
   core_->prober->Stop();
+  // Upstream exchanges run on the server's io threads: cancel them first
+  // (their callbacks end the exchanges there), then stop the server.
+  core_->upstream.reset();
   core_->server->Stop();
-  core_->upstream.reset();  // cancels what is in flight; callbacks end the exchanges
 }
 
 uint16_t Proxy::port() const { return core_->server->port(); }

@@ -59,8 +59,9 @@ struct ProxyOptions {
   // The admin API's key; empty turns the admin API off.
   std::string admin_api_key;
 
-  int io_threads = 1;           // client-side connections
-  int upstream_io_threads = 1;  // connections to instances
+  // Io threads. A request's connections to instances live on the thread of
+  // its client connection, so a relayed chunk never changes threads.
+  int io_threads = 1;
 
   // Health probes: GET /health on every instance each interval.
   std::chrono::milliseconds probe_interval{2000};

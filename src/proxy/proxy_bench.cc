@@ -1,11 +1,12 @@
 // crescent_proxy_bench: what the proxy costs, against a direct request to
 // the same fake instance measured in the same run.
 //
-//   crescent_proxy_bench latency [--rounds N]
+//   crescent_proxy_bench latency [--rounds N] [--serve MODEL_DIR]
 //       sequential requests, interleaved: direct to a fake decode instance,
 //       through a proxy with that decode instance only, and through a proxy
 //       with a fake prefill instance too (the full P->D flow: two hops);
-//       prints p50/p90/p99 of each and the proxy's added latency.
+//       prints p50/p90/p99 of each and the proxy's added latency. With
+//       --serve, the instances are `crescent serve` processes of that model.
 //   crescent_proxy_bench streams [--concurrency C] [--tokens T] [--interval-ms I]
 //                                [--seconds S] [--fake-threads K] [--client-threads K]
 //                                [--proxy-threads K] [--no-prefill 1]
@@ -15,6 +16,10 @@
 //       the largest gap between two events of a stream, and the proxy's CPU
 //       use in cores.
 //
+// Both take --before PATH: another `crescent` binary (e.g. built before a
+// change) whose proxy is measured too, in the same run, against the same
+// fake instances; and print the CPU use of every process (client, fakes).
+//
 // Every process (fake instances, `crescent proxy`) is started here on free
 // loopback ports; $CRESCENT_BIN or build/apps/crescent is the proxy binary.
 #include <fmt/format.h>
@@ -23,7 +28,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <signal.h>
@@ -55,7 +62,13 @@ struct Proc {
 
 int g_fake_threads = 1;
 bool g_no_prefill = false;
-int g_proxy_threads = 1;  // --io-threads and --upstream-io-threads of the proxy  // streams: a proxy with the decode instance only
+// --before PATH: another `crescent` binary whose proxy is measured in the
+// same run (e.g. the one from before a change).
+std::string g_before_bin;
+// --serve DIR (latency): real `crescent serve` instances of that model as the
+// prefill and decode instances instead of fakes.
+std::string g_serve_model;
+int g_proxy_threads = 1;  // --io-threads of the proxy
 int g_client_threads = 1;
 
 Proc Fake(std::string name, int interval_ms) {
@@ -71,12 +84,12 @@ Proc Fake(std::string name, int interval_ms) {
   return p;
 }
 
-Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::string>& decode) {
+Proc Proxy(const std::vector<std::string>& prefill, const std::vector<std::string>& decode,
+           std::string bin = crescent::testing::CrescentBin()) {
   Proc p;
   p.port = crescent::testing::FreePort();
-  std::vector<std::string> argv = {crescent::testing::CrescentBin(), "proxy", "--host", "127.0.0.1",
+  std::vector<std::string> argv = {bin, "proxy", "--host", "127.0.0.1",
                                    "--port", std::to_string(p.port), "--io-threads",
-                                   std::to_string(g_proxy_threads), "--upstream-io-threads",
                                    std::to_string(g_proxy_threads)};
   if (!prefill.empty()) {
     argv.push_back("--prefill");
@@ -113,8 +126,40 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / sysconf(_SC_CLK_TCK);
 }
 
+// Seconds the threads of a process spent runnable but waiting for a CPU
+// (the scheduler's run delay, /proc/PID/task/*/schedstat), so far.
+double RunDelaySeconds(pid_t pid) {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::ifstream f(t.path() / "schedstat");
+    unsigned long long on_cpu = 0, waiting = 0;
+    if (f >> on_cpu >> waiting) total += waiting / 1e9;
+  }
+  return total;
+}
+
+Proc Serve(const std::string& model) {
+  Proc p;
+  p.port = crescent::testing::FreePort();
+  p.proc = std::make_unique<Subprocess>(std::vector<std::string>{
+      crescent::testing::CrescentBin(), "serve", "--model", model, "--host", "127.0.0.1", "--port",
+      std::to_string(p.port), "--threads", "1", "--kv-cache-memory-bytes", "32MiB",
+      "--max-model-len", "1024"});
+  http::Client c("127.0.0.1", p.port);
+  for (int i = 0; i < 400; ++i) {
+    auto r = c.Get("/health");
+    if (r.ok() && r->status == 200) return p;
+    std::this_thread::sleep_for(25ms);
+  }
+  p.proc->DumpLog();
+  std::exit(1);
+}
+
 int Latency(int rounds) {
-  Proc p = Fake("p0", 0), d = Fake("d0", 0);
+  bool serve = !g_serve_model.empty();
+  Proc p = serve ? Serve(g_serve_model) : Fake("p0", 0);
+  Proc d = serve ? Serve(g_serve_model) : Fake("d0", 0);
   Proc direct_proxy = Proxy({}, {d.addr()});
   Proc pd_proxy = Proxy({p.addr()}, {d.addr()});
   struct Target {
@@ -127,10 +172,21 @@ int Latency(int rounds) {
   targets.push_back({"direct to the decode instance", d.port, nullptr, {}});
   targets.push_back({"proxy, decode only (one hop)", direct_proxy.port, nullptr, {}});
   targets.push_back({"proxy, prefill + decode (two hops)", pd_proxy.port, nullptr, {}});
+  std::optional<Proc> before_direct, before_pd;
+  if (!g_before_bin.empty()) {
+    before_direct = Proxy({}, {d.addr()}, g_before_bin);
+    before_pd = Proxy({p.addr()}, {d.addr()}, g_before_bin);
+    targets.push_back({"--before proxy, decode only", before_direct->port, nullptr, {}});
+    targets.push_back({"--before proxy, prefill + decode", before_pd->port, nullptr, {}});
+  }
   for (auto& t : targets) t.client = std::make_unique<http::Client>("127.0.0.1", t.port);
   std::string bodies[2] = {
       R"({"model":"fake-model","prompt":"San Francisco is a city in","max_tokens":16})",
       R"({"model":"fake-model","prompt":"San Francisco is a city in","max_tokens":16,"stream":true})"};
+  if (serve) {  // fixture models have no tokenizer: a prompt of token ids, greedy
+    bodies[0] = R"({"prompt":[5,6,7,8,9,10,11,12],"max_tokens":16,"temperature":0,"ignore_eos":true})";
+    bodies[1] = R"({"prompt":[5,6,7,8,9,10,11,12],"max_tokens":16,"temperature":0,"ignore_eos":true,"stream":true})";
+  }
   for (int round = -200; round < rounds; ++round) {  // 200 warm-up rounds
     for (size_t k = 0; k < targets.size(); ++k) {
       auto& t = targets[(k + round + 200) % targets.size()];  // rotate the order
@@ -146,7 +202,8 @@ int Latency(int rounds) {
       }
     }
   }
-  fmt::print("{} rounds, sequential, one keep-alive connection per target\n", rounds);
+  fmt::print("{} rounds, sequential, one keep-alive connection per target; instances: {}\n", rounds,
+             serve ? "crescent serve " + g_serve_model : std::string("fakes"));
   fmt::print("| path | stream | p50 ms | p90 ms | p99 ms | added p50 ms |\n|---|---|---|---|---|---|\n");
   for (int s = 0; s < 2; ++s) {
     double base = Pct(targets[0].ms[s], 0.5);
@@ -161,6 +218,7 @@ int Latency(int rounds) {
 struct StreamStats {
   int ok = 0, failed = 0;
   int64_t events = 0;      // of the streams measured
+  double window_events_per_s = 0;  // every event received in the measured window
   int64_t all_events = 0;  // of every stream, ramp included
   double seconds = 0;
   std::vector<double> first_ms, max_gap_ms;
@@ -191,6 +249,8 @@ class StreamLoad {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return open_ == 0; });
     stats_.seconds = std::chrono::duration<double>(Clock::now() - measure_from_).count();
+    stats_.window_events_per_s =
+        window_events_ / std::chrono::duration<double>(stop_at_ - measure_from_).count();
   }
   StreamStats stats() {
     std::lock_guard lock(mu_);
@@ -219,8 +279,9 @@ class StreamLoad {
                   one->status = status;
                   return true;
                 },
-                [one](std::string_view d) {
+                [this, one](std::string_view d) {
                   auto now = Clock::now();
+                  int before = one->events;
                   if (one->first < 0)
                     one->first = std::chrono::duration<double, std::milli>(now - one->start).count();
                   else
@@ -234,6 +295,7 @@ class StreamLoad {
                       one->events++;
                     one->tail.erase(0, pos + 2);
                   }
+                  if (now >= measure_from_ && now < stop_at_) window_events_ += one->events - before;
                   return true;
                 },
                 [this, one](crescent::Status s) { Done(*one, s); }});
@@ -280,6 +342,7 @@ class StreamLoad {
   std::mutex mu_;
   std::condition_variable cv_;
   int open_ = 0;  // guarded by mu_
+  std::atomic<int64_t> window_events_{0};  // io thread
   StreamStats stats_;  // guarded by mu_
 };
 
@@ -287,28 +350,44 @@ int Streams(int concurrency, int tokens, int interval_ms, int seconds) {
   Proc p = Fake("p0", 0);
   Proc d = Fake("d0", interval_ms);
   Proc proxy = g_no_prefill ? Proxy({}, {d.addr()}) : Proxy({p.addr()}, {d.addr()});
+  std::optional<Proc> before;
+  if (!g_before_bin.empty())
+    before = g_no_prefill ? Proxy({}, {d.addr()}, g_before_bin)
+                          : Proxy({p.addr()}, {d.addr()}, g_before_bin);
   fmt::print(
       "{} concurrent SSE streams of {} tokens (one every {} ms), kept open for {} s after a 2 s "
-      "ramp; proxy 1P1D, 1 io thread + 1 upstream io thread; client {} thread(s), fake decode {} "
-      "io thread(s)\n",
-      concurrency, tokens, interval_ms, seconds, g_client_threads, g_fake_threads);
+      "ramp; proxy {}, {} io thread(s); client {} thread(s), fake decode {} io thread(s); "
+      "offered: {:.0f} events/s\n",
+      concurrency, tokens, interval_ms, seconds, g_no_prefill ? "decode only" : "1P1D",
+      g_proxy_threads, g_client_threads, g_fake_threads, concurrency * 1000.0 / interval_ms);
   fmt::print(
-      "| path | streams done | failed | events/s | first event p50 / p99 ms | largest gap p50 / "
-      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) |\n|---|---|---|---|---|---|---|---|\n");
-  for (int pass = 0; pass < 2; ++pass) {
-    uint16_t port = pass == 0 ? d.port : proxy.port;
-    double cpu0 = CpuSeconds(proxy.proc->pid());
+      "| path | streams done | failed | events/s received | first event p50 / p99 ms | largest gap p50 / "
+      "p99 ms | proxy CPU (cores) | proxy CPU per event (us) | CPU cores: client / fake decode / "
+      "fake prefill |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (int pass = 0; pass < (before ? 3 : 2); ++pass) {
+    const Proc& measured = pass == 2 ? *before : proxy;
+    uint16_t port = pass == 0 ? d.port : measured.port;
+    const pid_t pids[4] = {measured.proc->pid(), getpid(), d.proc->pid(), p.proc->pid()};
+    double cpu0[4];
+    for (int i = 0; i < 4; ++i) cpu0[i] = CpuSeconds(pids[i]);
+    double delay0 = RunDelaySeconds(pids[0]);
     auto w0 = Clock::now();
     StreamLoad load(port, concurrency, tokens, 2s, std::chrono::seconds(seconds));
     double wall = std::chrono::duration<double>(Clock::now() - w0).count();
-    double cpu = CpuSeconds(proxy.proc->pid()) - cpu0;
+    double cores[4];
+    for (int i = 0; i < 4; ++i) cores[i] = (CpuSeconds(pids[i]) - cpu0[i]) / wall;
+    double proxy_waiting = (RunDelaySeconds(pids[0]) - delay0) / wall;
     StreamStats st = load.stats();
-    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} |\n",
-               pass == 0 ? "direct" : "through the proxy", st.ok, st.failed, st.events / st.seconds,
+    fmt::print("| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.1f} / {:.1f} | {:.2f} | {} | {:.2f} / {:.2f} / {:.2f} |\n",
+               pass == 0 ? "direct" : pass == 1 ? "through the proxy" : "through the --before proxy",
+               st.ok, st.failed, st.window_events_per_s,
                Pct(st.first_ms, 0.5), Pct(st.first_ms, 0.99), Pct(st.max_gap_ms, 0.5),
-               Pct(st.max_gap_ms, 0.99), cpu / wall,
+               Pct(st.max_gap_ms, 0.99), cores[0],
                pass == 0 ? std::string("-")
-                         : fmt::format("{:.1f}", 1e6 * cpu / std::max<int64_t>(1, st.all_events)));
+                         : fmt::format("{:.1f}", 1e6 * cores[0] * wall / std::max<int64_t>(1, st.all_events)),
+               cores[1], cores[2], cores[3]);
+    if (pass > 0)
+      fmt::print("  proxy threads runnable but waiting for a CPU: {:.2f} s per s\n", proxy_waiting);
     if (st.failed) fmt::print("  last failure: {}\n", st.last_error);
     std::fflush(stdout);
   }
@@ -326,6 +405,14 @@ int main(int argc, char** argv) {
   int rounds = 2000, concurrency = 2000, tokens = 40, interval = 50, seconds = 10;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i];
+    if (k == "--before") {
+      g_before_bin = argv[i + 1];
+      continue;
+    }
+    if (k == "--serve") {
+      g_serve_model = argv[i + 1];
+      continue;
+    }
     int v = std::atoi(argv[i + 1]);
     if (k == "--rounds") rounds = v;
     else if (k == "--concurrency") concurrency = v;

@@ -131,7 +131,9 @@ TEST(ProxyProcessTest, KillAndMembershipChangesUnderLoadFailNoRequest) {
     EXPECT_TRUE(decode_nodes.count(d2.address()));
     EXPECT_FALSE(decode_nodes.count(d1.address()));  // drained and gone
     for (const auto& i : st["instances"])
-      if (i["instance"] == d0.address() || i["instance"] == p0.address()) EXPECT_FALSE(i["healthy"].get<bool>());
+      if (i["instance"] == d0.address() || i["instance"] == p0.address()) {
+        EXPECT_FALSE(i["healthy"].get<bool>());
+      }
   }
   proxy.Signal(SIGTERM);
   EXPECT_EQ(proxy.Wait(10s), 0);

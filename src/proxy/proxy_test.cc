@@ -229,7 +229,9 @@ TEST(ProxyTest, DeadDecodeBeforeFirstByteIsRetriedElsewhere) {
   }
   json st = json::parse(Get(proxy->port(), "/status").body);
   for (const auto& i : st["instances"])
-    if (i["instance"] == d0->address()) EXPECT_FALSE(i["healthy"].get<bool>());
+    if (i["instance"] == d0->address()) {
+      EXPECT_FALSE(i["healthy"].get<bool>());
+    }
   EXPECT_FALSE(st["recent_errors"].empty());
 }
 

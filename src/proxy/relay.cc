@@ -30,6 +30,11 @@ bool Unreachable(const Status& s, int http_status) {
 // A prefill response is read and dropped; keep only this much for logs.
 constexpr size_t kMaxPrefillBodyKept = 4096;
 
+// Unsent bytes to a client above which the relay stops reading its decode
+// instance, and below which it reads again (about a thousand SSE events).
+constexpr size_t kClientHighWaterBytes = 256 * 1024;
+constexpr size_t kClientLowWaterBytes = 64 * 1024;
+
 }  // namespace
 
 class Exchange : public std::enable_shared_from_this<Exchange> {
@@ -247,6 +252,13 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     };
     cb.on_data = [self, attempt](std::string_view d) { return self->OnDecodeData(attempt, d); };
     cb.on_done = [self, attempt](Status s) { self->OnDecodeDone(attempt, std::move(s)); };
+    // Back-pressure: a client that does not keep up holds the decode
+    // instance's stream back (through TCP) instead of filling our memory.
+    cb.pause = [w = writer_](std::function<void()> resume) {
+      if (w->buffered_bytes() <= kClientHighWaterBytes) return false;
+      w->OnWritable(kClientLowWaterBytes, std::move(resume));
+      return true;
+    };
     Launch(attempt, host, port, Upstream(request_.body), std::move(cb));
   }
 
@@ -359,7 +371,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
     std::shared_ptr<http::StreamHandle> h;
     {
       std::shared_lock stop_lock(core_->launch_mu);
-      if (!core_->stopping) h = core_->upstream->Start(host, port, std::move(req), std::move(cb));
+      // On the client connection's io thread: each relayed chunk goes from
+      // the upstream socket to the client's without a thread hand-off.
+      if (!core_->stopping)
+        h = core_->upstream->Start(host, port, std::move(req), std::move(cb), writer_.get());
     }
     if (!h) {
       {
@@ -369,10 +384,18 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
       writer_->Send(JsonError(503, "the proxy is shutting down"));
       return Finish(503, "the proxy is shutting down");
     }
-    std::lock_guard lock(mu_);
-    // on_done may already have run (then the handle must not be kept: a
-    // late Cancel could close a pooled connection).
-    if (attempt == attempt_ && lease_) handle_ = std::move(h);
+    {
+      std::lock_guard lock(mu_);
+      // on_done may already have run (then the handle is not kept).
+      if (attempt != attempt_ || !lease_) return;
+      if (!gone_ && abandoned_.empty()) {
+        handle_ = std::move(h);
+        return;
+      }
+    }
+    // The client left (or the instance was abandoned) before the handle was
+    // stored, so nobody could cancel it then.
+    h->Cancel();
   }
 
   void FirstByte() {
