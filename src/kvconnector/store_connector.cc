@@ -107,6 +107,7 @@ class StoreConnectorImpl : public StoreConnector {
     work_cv_.notify_all();
     if (saver_.joinable()) saver_.join();
     ReleaseHolders(/*all=*/true);
+    if (host_registered_) (void)backend_->UnregisterHostBuffer({staging_, staging_size_});
     if (client_ && staging_ != nullptr) (void)client_->UnregisterBuffer(staging_);
     if (client_ && !pool_.empty()) (void)client_->UnregisterBuffer(pool_.data());
     client_.reset();
@@ -142,6 +143,10 @@ class StoreConnectorImpl : public StoreConnector {
     ::madvise(staging_, staging_size_, MADV_HUGEPAGE);
     ::madvise(staging_, staging_size_, MADV_POPULATE_WRITE);
     RETURN_IF_ERROR(client_->RegisterBuffer(staging_, staging_size_));
+    // A device backend page-locks it: KV blocks then move by DMA straight
+    // between its pool and the staging buffer.
+    RETURN_IF_ERROR(backend_->RegisterHostBuffer({staging_, staging_size_}));
+    host_registered_ = true;
     // A pool in host memory is registered too: chunks are read straight
     // into the request's blocks (scatter reads), with no staging copy.
     if (options_.read_into_pool) pool_ = backend_->HostKvPool();
@@ -431,7 +436,6 @@ class StoreConnectorImpl : public StoreConnector {
     }
     const Clock::time_point now = Clock::now();
     const Clock::time_point deadline = now + options_.save_timeout;
-    std::vector<SaveJob> jobs;
     for (size_t i = 0; i < chunks.size(); ++i) {
       if ((*exists)[i]) continue;
       const Chunk& c = chunks[i];
@@ -451,16 +455,17 @@ class StoreConnectorImpl : public StoreConnector {
         spdlog::warn("request {}: reading KV blocks failed: {}", seq.request_id, s.ToString());
         break;
       }
-      jobs.push_back({std::string(seq.request_id), c.key, *slice,
-                      c.num_blocks() * lineage_.block_size, now});
+      // Handed to the saver at once: a prompt larger than the staging
+      // buffer waits above for the room its earlier chunks free as they
+      // are stored.
+      {
+        std::lock_guard lock(mu_);
+        ++pending_[std::string(seq.request_id)];
+        jobs_.push_back({std::string(seq.request_id), c.key, *slice,
+                         c.num_blocks() * lineage_.block_size, now});
+      }
+      work_cv_.notify_all();
     }
-    if (jobs.empty()) return;
-    {
-      std::lock_guard lock(mu_);
-      pending_[jobs.front().request_id] += static_cast<int>(jobs.size());
-      for (SaveJob& j : jobs) jobs_.push_back(std::move(j));
-    }
-    work_cv_.notify_all();
   }
 
   void SaverLoop() {
@@ -541,6 +546,7 @@ class StoreConnectorImpl : public StoreConnector {
   std::byte* staging_ = nullptr;
   uint64_t staging_size_ = 0;
   std::span<std::byte> pool_;  // the backend's KV pool when in host memory
+  bool host_registered_ = false;  // staging page-locked by the backend
 
   // Engine thread only.
   std::map<std::string, Tracked> tracked_;

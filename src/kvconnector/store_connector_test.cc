@@ -71,20 +71,22 @@ class StoreConnectorTest : public ::testing::TestWithParam<std::string> {
     master_port_ = master_->port();
   }
 
-  MooncakeConfig StoreConfig(uint64_t segment) const {
+  MooncakeConfig StoreConfig(uint64_t segment, uint64_t local_buffer = 8 << 20) const {
     nlohmann::json j = {{"local_hostname", "127.0.0.1"},
                         {"metadata_server", master_->metadata_url()},
                         {"protocol", "tcp"},
                         {"master_server_address", "127.0.0.1:" + std::to_string(master_port_)},
                         {"global_segment_size", segment},
-                        {"local_buffer_size", 8 << 20}};
+                        {"local_buffer_size", local_buffer}};
     auto c = ParseMooncakeConfig(j.dump());
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c.ok() ? *c : MooncakeConfig{};
   }
 
   // An instance of the parameter model; `role` null: no connector.
-  Instance Make(const Role* role, uint64_t segment = 32 << 20) {
+  // staging_chunks > 0: a staging buffer (local_buffer_size) of only that
+  // many chunks.
+  Instance Make(const Role* role, uint64_t segment = 32 << 20, int staging_chunks = 0) {
     Instance in;
     model::BackendOptions bo;
     bo.num_threads = 1;
@@ -96,7 +98,11 @@ class StoreConnectorTest : public ::testing::TestWithParam<std::string> {
     if (role != nullptr) {
       StoreConnectorOptions co;
       co.role = *role;
-      co.store = StoreConfig(segment);
+      const uint64_t chunk_bytes =
+          in.backend->kv_layout().BlockBytes() * (kChunkTokens / kBlockSize);
+      co.store = StoreConfig(segment, staging_chunks > 0
+                                          ? (staging_chunks * chunk_bytes + 8191) / 4096 * 4096
+                                          : 8 << 20);
       co.chunk_tokens = kChunkTokens;
       co.load_timeout = std::chrono::milliseconds(2000);
       co.save_timeout = std::chrono::milliseconds(5000);
@@ -206,6 +212,23 @@ TEST_P(StoreConnectorTest, InstancesOfRoleBothShareLongestCommonPrefix) {
   // which C saved) comes from the store.
   EXPECT_EQ(a.Generate("div2", diverging, 6), colocated.Generate("div2", diverging, 6));
   EXPECT_EQ(a.connector->stats().loaded_tokens, 48u);
+}
+
+TEST_P(StoreConnectorTest, PromptLargerThanTheStagingBufferIsSavedWhole) {
+  Instance colocated = Make(nullptr);
+  // Room for two chunks; the prompt has nine blocks (five chunks).
+  Instance producer = Make(&kProducer, 32 << 20, 2);
+  Instance consumer = Make(&kConsumer);
+  const auto prompt = RandomPrompt(150, 31);
+  const auto want = colocated.Generate("big", prompt, 6);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(producer.Generate("big", prompt, 1)[0], want[0]);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3))
+      << "the save waited for staging room that only its own chunks could free";
+  EXPECT_EQ(producer.connector->stats().save_failures, 0u);
+  EXPECT_EQ(producer.connector->stats().saved_tokens, 144u);
+  EXPECT_EQ(consumer.Generate("big", prompt, 6), want);
+  EXPECT_EQ(consumer.connector->stats().loaded_tokens, 144u);
 }
 
 TEST_P(StoreConnectorTest, FullStoreMeansComputingNotFailing) {

@@ -59,11 +59,19 @@ struct Initiator {
     EXPECT_TRUE(engine->RegisterMemory(dst.data(), dst.size()).ok());
   }
 
-  // Opens `name`, waiting for its process to publish it.
+  // Opens `name`, waiting for its process to publish it with its memory
+  // (a target publishes its segment before it allocates the buffer).
   SegmentHandle Open(const std::string& name, Subprocess& proc) {
     auto deadline = Clock::now() + std::chrono::seconds(20);
+    auto published = [&](const StatusOr<SegmentHandle>& s) {
+      if (!s.ok()) return false;
+      auto info = engine->GetSegmentInfo(*s);
+      if (info.ok() && !info->regions.empty()) return true;
+      engine->CloseSegment(*s).IgnoreError();
+      return false;
+    };
     auto seg = engine->OpenSegment(name);
-    while (!seg.ok() && Clock::now() < deadline) {
+    while (!published(seg) && Clock::now() < deadline) {
       std::this_thread::sleep_for(milliseconds(50));
       seg = engine->OpenSegment(name);
     }
