@@ -101,20 +101,26 @@ Status RunUp(UpFlags f) {
   std::unique_ptr<cluster::Cluster> c = std::move(*started);
   PrintReady(*c, o, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
-  // Until a signal, or a process of the cluster stops on its own.
+  // Until a signal, or until the cluster cannot serve any more: a dead
+  // instance is reported and left to the proxy's failover while a decode
+  // instance remains.
   Status alive;
   while (!stop.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    alive = c->CheckAlive();
-    if (!alive.ok()) break;
+    for (const Status& s : c->NewlyExited()) {
+      std::fprintf(stderr, "crescent up: %s\n", s.message().c_str());
+    }
+    if (!c->CanServe()) {
+      alive = UnavailableError("the cluster cannot serve any more (see above)");
+      break;
+    }
   }
   if (got_signal.load() != 0) {
     std::fprintf(stderr, "crescent up: %s, stopping ...\n", strsignal(got_signal.load()));
   }
   c->Stop();
   if (!alive.ok()) {
-    return finish(Status(alive.code(), "a process of the cluster stopped: " + alive.message() +
-                                           "everything else was stopped"));
+    return finish(Status(alive.code(), alive.message() + "; everything else was stopped"));
   }
   std::fprintf(stderr, "crescent up: stopped\n");
   return finish(OkStatus());

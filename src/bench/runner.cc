@@ -182,9 +182,9 @@ StatusOr<BenchReport> RunBench(const BenchOptions& o, const std::atomic<bool>* c
   const Clock::time_point start = Clock::now();
   std::atomic<bool> finished{false};
   std::thread progress;
+  int last_printed_quarter = -1;  // without a terminal: a line per quarter
   if (o.progress) {
     progress = std::thread([&] {
-      int last_printed_quarter = -1;
       while (!finished.load()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         std::lock_guard<std::mutex> l(mu);
@@ -253,7 +253,9 @@ StatusOr<BenchReport> RunBench(const BenchOptions& o, const std::atomic<bool>* c
   if (progress.joinable()) {
     progress.join();
     std::lock_guard<std::mutex> l(mu);
-    PrintProgress(done, failed, o.num_prompts, 0, duration, tty);
+    if (tty || last_printed_quarter != 4) {
+      PrintProgress(done, failed, o.num_prompts, 0, duration, tty);
+    }
     if (tty) std::fputc('\n', stderr);
   }
   for (int i = 0; i < sent; ++i) report.requests.push_back(std::move(streams[i]->result));

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -90,9 +91,30 @@ class ClusterImpl : public Cluster {
 
   Status CheckAlive() override {
     for (auto& c : children_) {
-      if (!c->Running()) return Died(*c, "stopped");
+      if (!c->Running()) return Died(*c, "stopped:");
     }
     return OkStatus();
+  }
+
+  std::vector<Status> NewlyExited() override {
+    std::vector<Status> out;
+    for (size_t i = 0; i < children_.size(); ++i) {
+      if (!children_[i]->Running() && reported_.insert(i).second) {
+        out.push_back(Died(*children_[i], "stopped:"));
+      }
+    }
+    return out;
+  }
+
+  bool CanServe() override {
+    bool decode_alive = false;
+    for (size_t i = 0; i < children_.size(); ++i) {
+      const std::string& role = members_[i].role;
+      bool alive = children_[i]->Running();
+      if (!alive && (role == "proxy" || role == "master" || role == "colocated")) return false;
+      decode_alive = decode_alive || (alive && (role == "decode" || role == "colocated"));
+    }
+    return decode_alive;
   }
 
   void Stop() override {
@@ -140,7 +162,7 @@ class ClusterImpl : public Cluster {
       bool all = true;
       for (size_t i = 0; i < checks.size(); ++i) {
         if (done[i]) continue;
-        if (!checks[i].first->Running()) return Died(*checks[i].first, "exited during start-up:");
+        if (!checks[i].first->Running()) return Died(*checks[i].first, "failed during start-up:");
         done[i] = checks[i].second();
         all = all && done[i];
       }
@@ -183,7 +205,8 @@ class ClusterImpl : public Cluster {
   std::string front_address_;
   std::string mooncake_path_;
   std::vector<Member> members_;
-  std::vector<std::unique_ptr<ChildProcess>> children_;  // in start order
+  std::vector<std::unique_ptr<ChildProcess>> children_;  // in start order, as members_
+  std::set<size_t> reported_;  // children_ indices NewlyExited() returned
 };
 
 Status ClusterImpl::WriteMooncakeConfig(uint16_t master_port, uint16_t metadata_port) {

@@ -90,6 +90,13 @@ class Cluster {
 
   // OK while every process runs; else which one stopped, how, and its log tail.
   virtual Status CheckAlive() = 0;
+  // The processes that exited since the last call, each as an error naming
+  // it, how it ended and its log tail.
+  virtual std::vector<Status> NewlyExited() = 0;
+  // True while the cluster can still serve: the proxy and the master run and
+  // at least one decode instance does (the proxy routes around dead
+  // instances); for the colocated layout, while its instance runs.
+  virtual bool CanServe() = 0;
   // Stops the proxy, then the instances, then the master (SIGTERM, then
   // SIGKILL after stop_grace). Idempotent.
   virtual void Stop() = 0;

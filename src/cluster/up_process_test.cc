@@ -183,7 +183,7 @@ TEST_F(UpProcessTest, ChildFailingAtStartUpIsNamedWithItsLogAndNothingIsLeft) {
   std::string log = up.Log();
   EXPECT_NE(code, 0) << log;
   EXPECT_NE(code, -1) << "still running: " << log;
-  EXPECT_NE(log.find("exited during start-up"), std::string::npos) << log;
+  EXPECT_NE(log.find("failed during start-up"), std::string::npos) << log;
   EXPECT_TRUE(log.find("prefill-0") != std::string::npos ||
               log.find("decode-0") != std::string::npos)
       << log;
