@@ -17,10 +17,15 @@ class EngineImpl : public Engine {
   EngineImpl(std::unique_ptr<ModelRunner> model, std::unique_ptr<EngineCore> core)
       : model_(std::move(model)), core_(std::move(core)) {
     stats_ = core_->Stats();
+    release_box_->engine = this;
     thread_ = std::thread([this] { Loop(); });
   }
 
   ~EngineImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(release_box_->mu);
+      release_box_->engine = nullptr;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -64,11 +69,29 @@ class EngineImpl : public Engine {
     OutputCallback callback;
   };
 
-  void Deliver(std::vector<RequestOutput>& outputs) {
+  void Deliver(std::vector<RequestOutput>& outputs, bool may_hold = true) {
+    KvConnector* connector = core_->options().kv_connector;
     for (RequestOutput& out : outputs) {
       auto it = callbacks_.find(out.request_id);
       if (it == callbacks_.end()) continue;
       const bool last = out.request_finished;
+      // The connector may still be saving the request's KV: hold the last
+      // output until it is in the store (released from another thread).
+      if (last && may_hold && connector != nullptr &&
+          out.finish != FinishReason::kAbort && !held_.count(out.request_id)) {
+        std::string id = out.request_id;
+        auto release = [box = release_box_, id] {
+          std::lock_guard<std::mutex> box_lock(box->mu);
+          if (box->engine == nullptr) return;  // the engine is gone
+          std::lock_guard<std::mutex> lock(box->engine->mu_);
+          box->engine->released_.push_back(id);
+          box->engine->cv_.notify_all();
+        };
+        if (connector->HoldFinish(id, std::move(release))) {
+          held_.emplace(id, std::move(out));
+          continue;
+        }
+      }
       std::string id = out.request_id;
       it->second(std::move(out));
       if (last) {
@@ -80,8 +103,17 @@ class EngineImpl : public Engine {
   }
 
   // Applies submissions and aborts. Engine thread.
-  void Drain(std::deque<Pending>& inbox, std::vector<std::string>& aborts) {
+  void Drain(std::deque<Pending>& inbox, std::vector<std::string>& aborts,
+             std::vector<std::string>& released) {
     std::vector<RequestOutput> outputs;
+    for (const std::string& id : released) {
+      auto it = held_.find(id);
+      if (it == held_.end()) continue;
+      std::vector<RequestOutput> one;
+      one.push_back(std::move(it->second));
+      held_.erase(it);
+      Deliver(one, /*may_hold=*/false);
+    }
     for (Pending& p : inbox) {
       const std::string id = p.request.request_id;
       Status s = core_->AddRequest(std::move(p.request));
@@ -111,17 +143,20 @@ class EngineImpl : public Engine {
     while (true) {
       std::deque<Pending> inbox;
       std::vector<std::string> aborts;
+      std::vector<std::string> released;
       bool stopping;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] {
-          return stop_ || !inbox_.empty() || !aborts_.empty() || core_->HasUnfinishedRequests();
+          return stop_ || !inbox_.empty() || !aborts_.empty() || !released_.empty() ||
+                 core_->HasUnfinishedRequests();
         });
         inbox.swap(inbox_);
         aborts.swap(aborts_);
+        released.swap(released_);
         stopping = stop_;
       }
-      Drain(inbox, aborts);
+      Drain(inbox, aborts, released);
       if (stopping) break;
       if (core_->HasUnfinishedRequests()) {
         std::vector<RequestOutput> outputs = core_->Step();
@@ -139,8 +174,15 @@ class EngineImpl : public Engine {
     for (const auto& [id, cb] : callbacks_) ids.push_back(id);
     for (const std::string& id : ids) {
       auto outs = core_->Abort(id);
-      Deliver(outs);
+      Deliver(outs, /*may_hold=*/false);
     }
+    // Held outputs go out as they are: the engine is going away.
+    for (auto& [id, out] : held_) {
+      std::vector<RequestOutput> one;
+      one.push_back(std::move(out));
+      Deliver(one, /*may_hold=*/false);
+    }
+    held_.clear();
   }
 
   // Constant after construction.
@@ -149,6 +191,14 @@ class EngineImpl : public Engine {
   // only constant options).
   const std::unique_ptr<EngineCore> core_;
   std::map<std::string, OutputCallback> callbacks_;
+  std::map<std::string, RequestOutput> held_;  // last outputs the connector holds
+  // What a connector's release callback reaches; outlives the engine, so a
+  // late release (after the engine is destroyed) does nothing.
+  struct ReleaseBox {
+    std::mutex mu;
+    EngineImpl* engine = nullptr;
+  };
+  const std::shared_ptr<ReleaseBox> release_box_ = std::make_shared<ReleaseBox>();
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -156,6 +206,7 @@ class EngineImpl : public Engine {
   bool stop_ = false;
   std::deque<Pending> inbox_;
   std::vector<std::string> aborts_;
+  std::vector<std::string> released_;  // held outputs the connector released
   std::set<std::string> live_ids_;  // submitted, not yet request_finished
   EngineStats stats_;
 

@@ -14,12 +14,17 @@
 //     prompt's full blocks and their chained hashes. The blocks stay
 //     unchanged only until the call returns: a saver copies (or finishes
 //     writing) what it needs before returning.
+//  4. When a request's last output is ready (Engine, not EngineCore):
+//     HoldFinish may hold it back until the request's KV has reached its
+//     destination, so that a client (the proxy) that saw the response
+//     complete can count on the KV being there.
 //
 // Thread safety: called only from the engine thread; implementations need
 // no locking against the engine.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 
@@ -55,6 +60,17 @@ class KvConnector {
   // / block_size of them), `seq.block_hashes` their names.
   virtual void OnPrefillDone(const KvSequenceView& seq,
                              std::span<const BlockId> blocks) = 0;
+
+  // The request's last output is ready. Return false to deliver it now;
+  // true to hold it until `release` is called (once, from any thread; not
+  // from inside this call), e.g. when the KV saved by OnPrefillDone is
+  // still being written. Implementations bound the hold (a timeout), so a
+  // stuck write delays a response but never hangs it.
+  virtual bool HoldFinish(std::string_view request_id, std::function<void()> release) {
+    (void)request_id;
+    (void)release;
+    return false;
+  }
 };
 
 }  // namespace crescent::engine

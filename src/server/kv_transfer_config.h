@@ -18,6 +18,9 @@
 namespace crescent::model {
 class Backend;
 }  // namespace crescent::model
+namespace crescent::metrics {
+class Registry;
+}  // namespace crescent::metrics
 
 namespace crescent::server {
 
@@ -43,6 +46,7 @@ StatusOr<KvTransferConfig> ParseKvTransferConfig(std::string_view json_text);
 struct KvConnectorContext {
   model::Backend* backend = nullptr;  // reads/writes the KV blocks
   std::string mooncake_config_path;   // $MOONCAKE_CONFIG_PATH ("" if unset)
+  metrics::Registry* registry = nullptr;  // where the connector's metrics go
 };
 
 // THE call site where the connector named in `config` is created (see

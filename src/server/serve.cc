@@ -9,6 +9,7 @@
 
 #include "common/http.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/size.h"
 #include "engine/backend_runner.h"
 #include "engine/engine.h"
@@ -143,6 +144,7 @@ Status RunServe(const ServeOptions& o) {
     ASSIGN_OR_RETURN(KvTransferConfig kv_config, ParseKvTransferConfig(o.kv_transfer_config));
     KvConnectorContext context;
     context.backend = backend.get();
+    context.registry = &metrics::Registry::Default();
     if (const char* path = std::getenv("MOONCAKE_CONFIG_PATH")) context.mooncake_config_path = path;
     ASSIGN_OR_RETURN(connector, CreateKvConnector(kv_config, context));
   }

@@ -68,7 +68,8 @@ std::string ServerMetrics::Render() {
     SyncCounter(generation_tokens_, static_cast<double>(s.generation_tokens_total));
     SyncCounter(preemptions_, static_cast<double>(s.num_preemptions));
   }
-  return registry_.Render();
+  // Plus what other components of the process export (the KV connector).
+  return registry_.Render() + metrics::Registry::Default().Render();
 }
 
 }  // namespace crescent::server

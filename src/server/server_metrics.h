@@ -8,7 +8,9 @@
 //   histograms vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds,
 //              vllm:e2e_request_latency_seconds
 // plus crescent:kv_cache_free_blocks / crescent:kv_cache_blocks (the block
-// pool, for tests that check that freed blocks came back).
+// pool, for tests that check that freed blocks came back), and whatever the
+// process registers in metrics::Registry::Default() (the KV connector's
+// crescent:kv_connector_* metrics).
 //
 // Engine counters are copied from EngineStats at scrape time (Render());
 // latencies are observed by the HTTP layer as requests progress.

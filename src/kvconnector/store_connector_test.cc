@@ -1,0 +1,240 @@
+// The store connector between real engines over the real CPU model runtime
+// (the tiny fixture models), a real master (gRPC + its HTTP metadata
+// service on loopback) and real store clients, in one process. Separate
+// processes (`crescent serve`, kill -9) are in connector_process_test.cc.
+#include "kvconnector/store_connector.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "common/testutil.h"
+#include "engine/backend_runner.h"
+#include "engine/engine.h"
+#include "engine/engine_testutil.h"
+#include "model/backend.h"
+#include "store/master_server.h"
+
+namespace crescent::kvconnector {
+namespace {
+
+constexpr int kBlockSize = 16;
+constexpr int kChunkTokens = 32;  // two blocks
+
+std::vector<int32_t> RandomPrompt(int n, uint32_t seed, int vocab = 512) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> p(n);
+  for (int32_t& t : p) t = static_cast<int32_t>(3 + rng() % (vocab - 3));
+  return p;
+}
+
+// One serving instance: model, optional connector, engine.
+struct Instance {
+  std::unique_ptr<model::Backend> backend;
+  std::unique_ptr<StoreConnector> connector;
+  std::unique_ptr<engine::Engine> engine;
+
+  std::vector<int32_t> Generate(const std::string& id, const std::vector<int32_t>& prompt,
+                                int max_tokens) {
+    engine::EngineRequest r = engine::testing::Greedy(id, prompt, max_tokens);
+    r.params.ignore_eos = true;
+    engine::OutputQueue q;
+    Status s = engine->Submit(std::move(r), q.Callback());
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::vector<int32_t> tokens;
+    while (auto out = q.Pop(std::chrono::seconds(60))) {
+      EXPECT_TRUE(out->error.ok()) << out->error.ToString();
+      tokens.insert(tokens.end(), out->new_tokens.begin(), out->new_tokens.end());
+      if (out->request_finished) return tokens;
+    }
+    ADD_FAILURE() << "request " << id << " did not finish";
+    return tokens;
+  }
+};
+
+class StoreConnectorTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { StartMaster(); }
+
+  void StartMaster() {
+    store::MasterServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = master_port_;
+    o.enable_http_metadata_server = true;
+    o.http_metadata_server_port = metadata_port_;
+    o.metrics_port = 0;
+    auto m = store::MasterServer::Start(o);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    master_ = std::move(*m);
+    master_port_ = master_->port();
+  }
+
+  MooncakeConfig StoreConfig(uint64_t segment) const {
+    nlohmann::json j = {{"local_hostname", "127.0.0.1"},
+                        {"metadata_server", master_->metadata_url()},
+                        {"protocol", "tcp"},
+                        {"master_server_address", "127.0.0.1:" + std::to_string(master_port_)},
+                        {"global_segment_size", segment},
+                        {"local_buffer_size", 8 << 20}};
+    auto c = ParseMooncakeConfig(j.dump());
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? *c : MooncakeConfig{};
+  }
+
+  // An instance of the parameter model; `role` null: no connector.
+  Instance Make(const Role* role, uint64_t segment = 32 << 20) {
+    Instance in;
+    model::BackendOptions bo;
+    bo.num_threads = 1;
+    bo.kv_block_size = kBlockSize;
+    bo.num_kv_blocks = 128;
+    auto b = model::LoadModel("tests/data/models/" + GetParam(), bo);
+    EXPECT_TRUE(b.ok()) << b.status().ToString();
+    in.backend = std::move(b).value();
+    if (role != nullptr) {
+      StoreConnectorOptions co;
+      co.role = *role;
+      co.store = StoreConfig(segment);
+      co.chunk_tokens = kChunkTokens;
+      co.load_timeout = std::chrono::milliseconds(2000);
+      co.save_timeout = std::chrono::milliseconds(5000);
+      auto c = StoreConnector::Create(co, in.backend.get());
+      EXPECT_TRUE(c.ok()) << c.status().ToString();
+      if (c.ok()) in.connector = std::move(c).value();
+    }
+    engine::EngineOptions eo;
+    eo.max_model_len = 1024;
+    eo.kv_connector = in.connector.get();
+    auto e = engine::Engine::Create(eo, engine::MakeBorrowedBackendRunner(in.backend.get()));
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    in.engine = std::move(e).value();
+    return in;
+  }
+
+  uint16_t master_port_ = 0;
+  uint16_t metadata_port_ = crescent::testing::FreePort();
+  std::unique_ptr<store::MasterServer> master_;
+};
+
+const Role kProducer = Role::kProducer;
+const Role kConsumer = Role::kConsumer;
+const Role kBoth = Role::kBoth;
+
+TEST_P(StoreConnectorTest, ConsumerLoadsWhatTheProducerPrefilledAndAgreesWithColocated) {
+  Instance colocated = Make(nullptr);
+  Instance producer = Make(&kProducer);
+  Instance consumer = Make(&kConsumer);
+  ASSERT_TRUE(producer.connector && consumer.connector);
+  // Longer than a chunk and not a multiple of it; exactly two chunks; one
+  // block and a bit; shorter than a block.
+  const std::vector<int> lengths = {150, 64, 20, 9};
+  uint64_t expect_loaded = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const auto prompt = RandomPrompt(lengths[i], 100 + i);
+    const std::string id = "r" + std::to_string(i);
+    const auto want = colocated.Generate(id, prompt, 8);
+    // The proxy's flow: a one-token prefill on the producer, whose response
+    // completes only once the KV is stored; then the consumer.
+    const auto first = producer.Generate(id, prompt, 1);
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first[0], want[0]) << "prompt " << lengths[i];
+    EXPECT_EQ(consumer.Generate(id, prompt, 8), want) << "prompt " << lengths[i];
+    // Everything but the last prompt token's block remainder is loaded.
+    expect_loaded += (lengths[i] - 1) / kBlockSize * kBlockSize;
+  }
+  const auto s = consumer.connector->stats();
+  EXPECT_EQ(s.loaded_tokens, expect_loaded);
+  EXPECT_EQ(s.load_failures + s.lookup_failures, 0u);
+  EXPECT_GT(s.load_bytes, 0u);
+  EXPECT_EQ(producer.connector->stats().save_failures, 0u);
+  EXPECT_EQ(producer.connector->stats().loaded_tokens, 0u);  // producers do not load
+}
+
+TEST_P(StoreConnectorTest, InstancesOfRoleBothShareLongestCommonPrefix) {
+  Instance colocated = Make(nullptr);
+  Instance a = Make(&kBoth);
+  Instance b = Make(&kBoth);
+  const auto base = RandomPrompt(100, 7);  // 6 full blocks: chunks end at 2, 4, 6
+  auto longer = base;
+  const auto more = RandomPrompt(60, 8);
+  longer.insert(longer.end(), more.begin(), more.end());
+  auto diverging = base;
+  diverging.resize(40);  // shares 2.5 blocks: the first chunk
+  const auto tail = RandomPrompt(50, 9);
+  diverging.insert(diverging.end(), tail.begin(), tail.end());
+
+  EXPECT_EQ(a.Generate("base", base, 4), colocated.Generate("base", base, 4));
+  // B extends A's prompt: all 96 tokens of A's full blocks come from the store.
+  EXPECT_EQ(b.Generate("longer", longer, 6), colocated.Generate("longer", longer, 6));
+  EXPECT_EQ(b.connector->stats().loaded_tokens, 96u);
+  // A third instance, for a prompt that shares only the first chunk with
+  // those: it loads that chunk and computes the rest.
+  Instance c = Make(&kBoth);
+  EXPECT_EQ(c.Generate("div", diverging, 6), colocated.Generate("div", diverging, 6));
+  EXPECT_EQ(c.connector->stats().loaded_tokens, 32u) << "only the shared first chunk";
+  // A has that first chunk in its own prefix cache; the rest (blocks 2..5,
+  // which C saved) comes from the store.
+  EXPECT_EQ(a.Generate("div2", diverging, 6), colocated.Generate("div2", diverging, 6));
+  EXPECT_EQ(a.connector->stats().loaded_tokens, 48u);
+}
+
+TEST_P(StoreConnectorTest, FullStoreMeansComputingNotFailing) {
+  Instance colocated = Make(nullptr);
+  // A segment smaller than one chunk: every put fails for lack of room.
+  Instance producer = Make(&kProducer, 4096);
+  Instance consumer = Make(&kConsumer, 0);
+  const auto prompt = RandomPrompt(120, 3);
+  const auto want = colocated.Generate("x", prompt, 6);
+  EXPECT_EQ(producer.Generate("x", prompt, 1)[0], want[0]);
+  EXPECT_GT(producer.connector->stats().save_failures, 0u);
+  EXPECT_EQ(consumer.Generate("x", prompt, 6), want);
+  EXPECT_EQ(consumer.connector->stats().loaded_tokens, 0u);
+}
+
+TEST_P(StoreConnectorTest, MasterDownMeansComputingNotHanging) {
+  Instance colocated = Make(nullptr);
+  Instance producer = Make(&kProducer);
+  Instance consumer = Make(&kConsumer);
+  const auto prompt = RandomPrompt(90, 5);
+  const auto want = colocated.Generate("y", prompt, 6);
+  producer.Generate("y", prompt, 1);
+  master_.reset();  // the master goes away
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(consumer.Generate("y", prompt, 6), want);
+  EXPECT_EQ(producer.Generate("y2", prompt, 6), want);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(consumer.connector->stats().loaded_tokens, 0u);
+  EXPECT_GT(consumer.connector->stats().lookup_failures, 0u);
+  // And it comes back: a restarted master (same port) serves again once the
+  // clients have re-mounted.
+  StartMaster();
+  ASSERT_TRUE(master_);
+  bool loaded = false;
+  for (int attempt = 0; attempt < 50 && !loaded; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const std::string id = "z" + std::to_string(attempt);
+    // A new prompt each time: the consumer's own prefix cache would
+    // otherwise hold it after the first attempt.
+    const auto p2 = RandomPrompt(70, 1000 + attempt);
+    const auto want2 = colocated.Generate(id, p2, 4);
+    producer.Generate(id, p2, 1);
+    const uint64_t before = consumer.connector->stats().loaded_tokens;
+    EXPECT_EQ(consumer.Generate(id, p2, 4), want2);
+    loaded = consumer.connector->stats().loaded_tokens > before;
+  }
+  EXPECT_TRUE(loaded) << "the connector never used the restarted master";
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, StoreConnectorTest,
+                         ::testing::Values("tiny-qwen3", "tiny-qwen2", "tiny-llama3"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace crescent::kvconnector
