@@ -36,7 +36,7 @@ struct BenchFlags {
   std::string shape = "tiny";
   bool no_kv_connector = false;
   int threads = 0;
-  std::string kv_cache_memory = "1GiB";
+  std::string kv_cache_memory;  // "" = sized from the model (cluster.h)
   int max_model_len = 4096;
 };
 
@@ -258,8 +258,8 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--threads", f->threads,
                   "--compare: CPU threads per instance (default: the cores split evenly)");
-  cmd->add_option("--kv-cache-memory-bytes", f->kv_cache_memory, "--compare: KV cache per instance")
-      ->capture_default_str();
+  cmd->add_option("--kv-cache-memory-bytes", f->kv_cache_memory,
+                  "--compare: KV cache per instance (default: sized from the model)");
   cmd->add_option("--max-model-len", f->max_model_len, "--compare: context length")
       ->capture_default_str();
   cmd->add_flag("--no-kv-connector", f->no_kv_connector,

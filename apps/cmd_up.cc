@@ -146,8 +146,8 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--threads", o.threads,
                   "CPU threads per instance (default: the cores split among the instances)");
-  cmd->add_option("--kv-cache-memory-bytes", o.kv_cache_memory, "KV cache per instance")
-      ->capture_default_str();
+  cmd->add_option("--kv-cache-memory-bytes", o.kv_cache_memory,
+                  "KV cache per instance (default: sized from the model, 16 MiB - 1 GiB)");
   cmd->add_option("--max-model-len", o.max_model_len, "Context length of every instance")
       ->capture_default_str();
   cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per batch per instance")

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluster/child_process.h"
+#include "common/config.h"
 #include "common/http.h"
 #include "common/logging.h"
 
@@ -319,6 +320,30 @@ Status ClusterImpl::Run() {
 
 }  // namespace
 
+StatusOr<uint64_t> AutoKvCacheBytes(const std::string& model_dir, int max_model_len) {
+  std::string path = model_dir + "/config.json";
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) return InvalidArgumentError(path + ": not a JSON object");
+  auto get = [&](const char* key) -> int64_t {
+    return j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>() : 0;
+  };
+  int64_t layers = get("num_hidden_layers"), heads = get("num_attention_heads");
+  int64_t kv_heads = get("num_key_value_heads") > 0 ? get("num_key_value_heads") : heads;
+  int64_t head_dim = get("head_dim") > 0 ? get("head_dim")
+                                         : heads > 0 ? get("hidden_size") / heads : 0;
+  if (layers <= 0 || kv_heads <= 0 || head_dim <= 0) {
+    return InvalidArgumentError(path + ": cannot size the KV cache (num_hidden_layers, "
+                                       "num_key_value_heads, head_dim); pass "
+                                       "--kv-cache-memory-bytes");
+  }
+  constexpr uint64_t kMiB = 1ull << 20;
+  uint64_t per_token = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * 4;
+  uint64_t bytes = std::clamp<uint64_t>(per_token * 32768, 16 * kMiB, 1024 * kMiB);
+  bytes = std::max<uint64_t>(bytes, per_token * (max_model_len + 64));
+  return (bytes + kMiB - 1) / kMiB * kMiB;
+}
+
 std::string SelfExe() {
   std::error_code ec;
   fs::path p = fs::read_symlink("/proc/self/exe", ec);
@@ -363,6 +388,10 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions o) {
     std::error_code ec;
     fs::create_directories(o.work_dir, ec);
     if (ec) return InternalError("cannot create --work-dir " + o.work_dir + ": " + ec.message());
+  }
+  if (o.kv_cache_memory.empty()) {
+    ASSIGN_OR_RETURN(uint64_t bytes, AutoKvCacheBytes(o.model, o.max_model_len));
+    o.kv_cache_memory = std::to_string(bytes >> 20) + "MiB";
   }
   bool keep = o.keep_work_dir;
   auto cluster = std::make_unique<ClusterImpl>(std::move(o));

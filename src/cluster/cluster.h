@@ -48,11 +48,14 @@ struct ClusterOptions {
   // CPU compute threads per instance; 0 = the machine's cores split evenly
   // among the instances (at least 1 each).
   int threads = 0;
-  std::string kv_cache_memory = "512MiB";  // per instance (--kv-cache-memory-bytes)
+  // Per instance (--kv-cache-memory-bytes); "" = sized from the model's
+  // config.json: room for 32 Ki tokens, within [16 MiB, 1 GiB] but never
+  // less than one max_model_len sequence (see AutoKvCacheBytes).
+  std::string kv_cache_memory;
   int max_model_len = 4096;
   int max_num_seqs = 64;
-  std::string global_segment_size = "512MB";  // each instance's share of the store
-  std::string local_buffer_size = "128MB";    // each instance's registered buffer
+  std::string global_segment_size = "256MB";  // each instance's share of the store
+  std::string local_buffer_size = "64MB";     // each instance's registered buffer
   std::string scheduling = "round_robin";     // proxy --scheduling
   std::vector<std::string> extra_serve_args;  // appended to every `crescent serve`
   std::string work_dir;                       // logs + mooncake.json; "" = a temp dir
@@ -104,6 +107,14 @@ class Cluster {
 
 // The OpenAI request a user can paste, against `base_url`.
 std::string ExampleCurl(const std::string& base_url, const std::string& model_name);
+
+// The KV pool an instance of the model in `model_dir` gets when
+// ClusterOptions::kv_cache_memory is empty, in bytes: KV bytes per token
+// (layers x KV heads x head dim x K and V x 4-byte floats, the CPU
+// backend's KV dtype) for 32 Ki tokens, clamped to [16 MiB, 1 GiB], raised
+// to hold one max_model_len sequence. Small pools start faster: the pool is
+// allocated and touched at start-up.
+StatusOr<uint64_t> AutoKvCacheBytes(const std::string& model_dir, int max_model_len);
 
 // The running binary's path (/proc/self/exe resolved).
 std::string SelfExe();

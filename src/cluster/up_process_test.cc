@@ -179,6 +179,43 @@ TEST_F(UpProcessTest, KillNineLeavesNoOrphans) {
   }
 }
 
+TEST_F(UpProcessTest, OutlivesADeadInstanceUntilNoDecodeInstanceIsLeft) {
+  TempDir cache;
+  uint16_t port = FreePort();
+  std::vector<std::string> args = UpArgs(cache.path(), port);
+  args.insert(args.end(), {"--decode", "2"});
+  Subprocess up(args, {{"CRESCENT_TOKENIZER_DIR", TokenizerDir()}});
+  std::string out = WaitReady(up);
+  ASSERT_FALSE(out.empty());
+  std::map<std::string, PrintedMember> by_name;
+  for (const auto& m : ParseMembers(out)) by_name[m.name] = m;
+  ASSERT_TRUE(by_name.count("decode-0") && by_name.count("decode-1")) << out;
+
+  kill(by_name["decode-0"].pid, SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (up.Log().find("decode-0 (pid") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(up.Log().find("stopped: killed by signal 9"), std::string::npos) << up.Log();
+  EXPECT_TRUE(up.Running());
+  // The proxy routes around the dead instance.
+  http::ClientOptions co;
+  co.timeout = 60s;
+  http::Client client("127.0.0.1", port, co);
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.Post("/v1/completions",
+                         R"({"model": "qwen3-tiny", "prompt": "Hi", "max_tokens": 2})");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+
+  kill(by_name["decode-1"].pid, SIGKILL);
+  EXPECT_EQ(up.Wait(30s), 1) << up.Log();
+  EXPECT_NE(up.Log().find("the cluster cannot serve any more"), std::string::npos) << up.Log();
+  EXPECT_TRUE(ProcessesMentioning(cache.path()).empty());
+}
+
 TEST_F(UpProcessTest, ChildFailingAtStartUpIsNamedWithItsLogAndNothingIsLeft) {
   TempDir dir;
   std::string model = dir.path() + "/broken-model";
