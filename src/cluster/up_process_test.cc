@@ -222,7 +222,8 @@ TEST_F(UpProcessTest, ChildFailingAtStartUpIsNamedWithItsLogAndNothingIsLeft) {
   fs::create_directories(model);
   std::ofstream(model + "/config.json") << "{\"architectures\": [\"NoSuchModel\"]}";
   Subprocess up({CrescentBin(), "up", "--model", model, "--port", std::to_string(FreePort()),
-                 "--no-kv-connector", "--kv-cache-memory-bytes", "64MiB"});
+                 "--no-kv-connector", "--kv-cache-memory-bytes", "64MiB", "--work-dir",
+                 dir.path() + "/work"});
   int code = up.Wait(60s);
   std::string log = up.Log();
   EXPECT_NE(code, 0) << log;
@@ -233,6 +234,7 @@ TEST_F(UpProcessTest, ChildFailingAtStartUpIsNamedWithItsLogAndNothingIsLeft) {
       << log;
   EXPECT_NE(log.find("  | "), std::string::npos) << "no log tail: " << log;
   EXPECT_TRUE(ProcessesMentioning(model).empty());
+  EXPECT_TRUE(fs::exists(dir.path() + "/work/prefill-0.log"));  // kept for the user
 }
 
 }  // namespace
