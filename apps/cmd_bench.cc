@@ -132,6 +132,12 @@ Status RunCompare(BenchFlags f, const std::atomic<bool>& stop) {
   for (const auto& r : colo) a.push_back(r.summary);
   for (const auto& r : disagg) b.push_back(r.summary);
   std::string title2 = f.no_kv_connector ? "1P1D (no KV)" : "1P1D";
+  int colo_threads = f.threads > 0 ? f.threads : cluster::DefaultThreadsPerInstance(1);
+  int disagg_threads = f.threads > 0 ? f.threads : cluster::DefaultThreadsPerInstance(2);
+  std::printf("colocated: 1 instance x %d thread(s); %s: prefill + decode x %d thread(s) each, "
+              "proxy%s\n",
+              colo_threads, title2.c_str(), disagg_threads,
+              f.no_kv_connector ? "" : ", master, KV through the store");
   std::printf("%s, %d prompts, %s %d in / %d out tokens, rate %s, concurrency %s; median of %zu "
               "run(s) each\n%s",
               colo[0].model.c_str(), f.options.num_prompts, f.options.dataset.c_str(),
