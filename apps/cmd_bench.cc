@@ -21,6 +21,7 @@
 #include "bench/bench.h"
 #include "cluster/cluster.h"
 #include "cluster/model_cache.h"
+#include "common/http.h"
 
 namespace crescent::apps {
 namespace {
@@ -79,26 +80,66 @@ bench::Summary MedianSummary(const std::vector<bench::Summary>& runs) {
   return m;
 }
 
-// One layout: start it, run the workload `repeat` times, stop it.
-StatusOr<std::vector<bench::BenchReport>> RunLayout(const cluster::ClusterOptions& co,
-                                                    const BenchFlags& f,
-                                                    const std::atomic<bool>& stop) {
+// Starts one layout of the comparison.
+StatusOr<std::unique_ptr<cluster::Cluster>> StartLayout(const cluster::ClusterOptions& co) {
   std::fprintf(stderr, "crescent bench: starting %s ...\n",
                co.colocated ? "a colocated instance"
                             : fmt::format("{}P{}D", co.prefill, co.decode).c_str());
-  ASSIGN_OR_RETURN(auto c, cluster::Cluster::Start(co));
-  std::vector<bench::BenchReport> reports;
-  for (int r = 0; r < f.repeat && !stop.load(); ++r) {
-    bench::BenchOptions o = f.options;
-    o.base_url = c->base_url();
-    o.seed = f.options.seed + r;  // fresh prompts: no prefix-cache hits across runs
-    auto report = bench::RunBench(o, &stop);
-    if (!report.ok()) return report.status();
-    RETURN_IF_ERROR(c->CheckAlive());
-    reports.push_back(std::move(*report));
+  return cluster::Cluster::Start(co);
+}
+
+// Run `r` of the workload against `c` (seed + r: fresh prompts each run, so
+// no prefix-cache hits across runs; the same prompts for every layout).
+StatusOr<bench::BenchReport> RunOnce(cluster::Cluster& c, const BenchFlags& f, int r,
+                                     const std::atomic<bool>& stop) {
+  bench::BenchOptions o = f.options;
+  o.base_url = c.base_url();
+  o.seed = f.options.seed + r;
+  ASSIGN_OR_RETURN(bench::BenchReport report, bench::RunBench(o, &stop));
+  RETURN_IF_ERROR(c.CheckAlive());
+  return report;
+}
+
+// Sum of a counter over its label sets in a Prometheus page; -1 if absent.
+double MetricSum(const std::string& page, const std::string& name) {
+  double sum = -1;
+  size_t pos = 0;
+  while ((pos = page.find(name, pos)) != std::string::npos) {
+    bool line_start = pos == 0 || page[pos - 1] == '\n';
+    size_t end = page.find('\n', pos);
+    std::string line = page.substr(pos, end == std::string::npos ? end : end - pos);
+    pos += name.size();
+    if (!line_start || (line.size() > name.size() && line[name.size()] != ' ' &&
+                        line[name.size()] != '{')) {
+      continue;
+    }
+    sum = std::max(sum, 0.0) + std::strtod(line.c_str() + line.rfind(' ') + 1, nullptr);
   }
-  c->Stop();
-  return reports;
+  return sum;
+}
+
+// What the decode instances' KV connectors did over all runs.
+std::string DecodeKvLine(cluster::Cluster& c) {
+  double loaded = 0, computed = 0;
+  bool any = false;
+  for (const auto& m : c.members()) {
+    if (m.role != "decode") continue;
+    auto colon = m.address.rfind(':');
+    http::Client client(m.address.substr(0, colon),
+                        static_cast<uint16_t>(std::stoi(m.address.substr(colon + 1))));
+    auto r = client.Get("/metrics");
+    if (!r.ok()) continue;
+    double l = MetricSum(r->body, "crescent:kv_connector_loaded_tokens_total");
+    double k = MetricSum(r->body, "crescent:kv_connector_computed_tokens_total");
+    if (l < 0 || k < 0) continue;
+    any = true;
+    loaded += l;
+    computed += k;
+  }
+  if (!any) return "";
+  return fmt::format("1P1D decode instance: {:.0f} prompt tokens loaded from the store, {:.0f} "
+                     "computed ({:.1f}% loaded)",
+                     loaded, computed, loaded + computed > 0 ? 100 * loaded / (loaded + computed) : 0);
 }
 
 Status RunCompare(BenchFlags f, const std::atomic<bool>& stop) {
@@ -124,8 +165,26 @@ Status RunCompare(BenchFlags f, const std::atomic<bool>& stop) {
   disaggregated.prefill = 1;
   disaggregated.decode = 1;
 
-  ASSIGN_OR_RETURN(auto colo, RunLayout(colocated, f, stop));
-  ASSIGN_OR_RETURN(auto disagg, RunLayout(disaggregated, f, stop));
+  // Both layouts stay up and the runs alternate, so that a change in the
+  // machine's load hits both alike; an idle layout costs next to nothing.
+  ASSIGN_OR_RETURN(auto colo_cluster, StartLayout(colocated));
+  ASSIGN_OR_RETURN(auto disagg_cluster, StartLayout(disaggregated));
+  std::vector<bench::BenchReport> colo, disagg;
+  for (int r = 0; r < f.repeat && !stop.load(); ++r) {
+    ASSIGN_OR_RETURN(bench::BenchReport a, RunOnce(*colo_cluster, f, r, stop));
+    ASSIGN_OR_RETURN(bench::BenchReport b, RunOnce(*disagg_cluster, f, r, stop));
+    std::fprintf(stderr,
+                 "crescent bench: run %d: output tok/s %.1f vs %.1f, median TTFT %.1f vs %.1f ms, "
+                 "median TPOT %.2f vs %.2f ms (colocated vs 1P1D)\n",
+                 r + 1, a.summary.output_throughput, b.summary.output_throughput,
+                 a.summary.ttft_ms.median, b.summary.ttft_ms.median, a.summary.tpot_ms.median,
+                 b.summary.tpot_ms.median);
+    colo.push_back(std::move(a));
+    disagg.push_back(std::move(b));
+  }
+  std::string kv_line = DecodeKvLine(*disagg_cluster);
+  colo_cluster->Stop();
+  disagg_cluster->Stop();
   if (colo.empty() || disagg.empty()) return CancelledError("interrupted");
 
   std::vector<bench::Summary> a, b;
@@ -148,6 +207,7 @@ Status RunCompare(BenchFlags f, const std::atomic<bool>& stop) {
               bench::FormatComparison({{"colocated", MedianSummary(a)},
                                        {title2, MedianSummary(b)}})
                   .c_str());
+  if (!kv_line.empty()) std::printf("%s\n", kv_line.c_str());
   std::fflush(stdout);
   if (!f.json_path.empty()) {
     nlohmann::json j;
