@@ -69,13 +69,14 @@ std::string Panel(int x0, int y0, const std::string& title,
                    left + w / 2, top + h + 32);
   s += fmt::format(
       "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" "
-      "transform=\"rotate(-90 {} {})\">% of requests &#8804; x</text>\n",
+      "transform=\"rotate(-90 {} {})\">% of samples &#8804; x</text>\n",
       x0 + 18, top + h / 2, x0 + 18, top + h / 2);
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& v = series[k].second;
     if (v.empty()) continue;
     // A step CDF, thinned to at most ~400 points.
-    std::string points = fmt::format("{:.1f},{:.1f}", double(left), double(top + h));
+    std::string points =
+        fmt::format("{:.1f},{:.1f}", left + v.front() / xmax * w, double(top + h));
     size_t stride = std::max<size_t>(1, v.size() / 400);
     for (size_t i = 0; i < v.size(); i += stride) {
       double x = left + v[i] / xmax * w;
