@@ -240,8 +240,12 @@ Status RunBenchCommand(BenchFlags f) {
   if (f.repeat < 1) return InvalidArgumentError("--repeat must be at least 1");
 
   // Ctrl-C stops sending; what is in flight finishes and is reported.
+  // A second Ctrl-C ends the process at once (children die with it).
   static std::atomic<bool> stop{false};
-  signal(SIGINT, [](int) { stop = true; });
+  signal(SIGINT, [](int) {
+    stop = true;
+    signal(SIGINT, SIG_DFL);
+  });
   signal(SIGPIPE, SIG_IGN);
   if (f.compare) return RunCompare(std::move(f), stop);
 

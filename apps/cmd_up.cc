@@ -153,11 +153,11 @@ void Setup(CLI::App& root) {
   cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per batch per instance")
       ->capture_default_str();
   cmd->add_option("--global-segment-size", o.global_segment_size,
-                  "Memory each instance gives the KV store (mooncake.json)")
-      ->capture_default_str();
+                  "Memory each instance gives the KV store (mooncake.json; default: sized from "
+                  "the model, 256 MiB - 2 GiB)");
   cmd->add_option("--local-buffer-size", o.local_buffer_size,
-                  "Registered buffer per instance (mooncake.json)")
-      ->capture_default_str();
+                  "Staging buffer per instance (mooncake.json; default: sized from the model, "
+                  "64 - 512 MiB)");
   cmd->add_option("--scheduling", o.scheduling, "Proxy policy: round_robin | least_loaded | "
                                                 "cache_aware")
       ->capture_default_str();

@@ -320,7 +320,7 @@ Status ClusterImpl::Run() {
 
 }  // namespace
 
-StatusOr<uint64_t> AutoKvCacheBytes(const std::string& model_dir, int max_model_len) {
+StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len) {
   std::string path = model_dir + "/config.json";
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto j = nlohmann::json::parse(text, nullptr, false);
@@ -338,10 +338,14 @@ StatusOr<uint64_t> AutoKvCacheBytes(const std::string& model_dir, int max_model_
                                        "--kv-cache-memory-bytes");
   }
   constexpr uint64_t kMiB = 1ull << 20;
-  uint64_t per_token = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * 4;
-  uint64_t bytes = std::clamp<uint64_t>(per_token * 32768, 16 * kMiB, 1024 * kMiB);
-  bytes = std::max<uint64_t>(bytes, per_token * (max_model_len + 64));
-  return (bytes + kMiB - 1) / kMiB * kMiB;
+  const uint64_t t = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * 4;
+  auto mib = [&](uint64_t bytes) { return (bytes + kMiB - 1) / kMiB * kMiB; };
+  MemorySizes m;
+  m.kv_cache = mib(std::max<uint64_t>(std::clamp<uint64_t>(t * 32768, 16 * kMiB, 1024 * kMiB),
+                                      t * (max_model_len + 64)));
+  m.segment = mib(std::clamp<uint64_t>(t * 8192, 256 * kMiB, 2048 * kMiB));
+  m.buffer = mib(std::clamp<uint64_t>(t * 2048, 64 * kMiB, 512 * kMiB));
+  return m;
 }
 
 std::string SelfExe() {
@@ -389,9 +393,14 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions o) {
     fs::create_directories(o.work_dir, ec);
     if (ec) return InternalError("cannot create --work-dir " + o.work_dir + ": " + ec.message());
   }
-  if (o.kv_cache_memory.empty()) {
-    ASSIGN_OR_RETURN(uint64_t bytes, AutoKvCacheBytes(o.model, o.max_model_len));
-    o.kv_cache_memory = std::to_string(bytes >> 20) + "MiB";
+  if (o.kv_cache_memory.empty() || o.global_segment_size.empty() || o.local_buffer_size.empty()) {
+    ASSIGN_OR_RETURN(MemorySizes m, AutoMemorySizes(o.model, o.max_model_len));
+    auto set = [](std::string& field, uint64_t bytes) {
+      if (field.empty()) field = std::to_string(bytes >> 20) + "MiB";
+    };
+    set(o.kv_cache_memory, m.kv_cache);
+    set(o.global_segment_size, m.segment);
+    set(o.local_buffer_size, m.buffer);
   }
   bool keep = o.keep_work_dir;
   auto cluster = std::make_unique<ClusterImpl>(std::move(o));

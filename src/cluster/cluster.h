@@ -48,14 +48,13 @@ struct ClusterOptions {
   // CPU compute threads per instance; 0 = the machine's cores split evenly
   // among the instances (at least 1 each).
   int threads = 0;
-  // Per instance (--kv-cache-memory-bytes); "" = sized from the model's
-  // config.json: room for 32 Ki tokens, within [16 MiB, 1 GiB] but never
-  // less than one max_model_len sequence (see AutoKvCacheBytes).
-  std::string kv_cache_memory;
+  // Per instance; "" = sized from the model's KV bytes per token (see
+  // AutoMemorySizes).
+  std::string kv_cache_memory;      // --kv-cache-memory-bytes
   int max_model_len = 4096;
   int max_num_seqs = 64;
-  std::string global_segment_size = "256MB";  // each instance's share of the store
-  std::string local_buffer_size = "64MB";     // each instance's registered buffer
+  std::string global_segment_size;  // each instance's share of the store (mooncake.json)
+  std::string local_buffer_size;    // each instance's registered staging buffer
   std::string scheduling = "round_robin";     // proxy --scheduling
   std::vector<std::string> extra_serve_args;  // appended to every `crescent serve`
   std::string work_dir;                       // logs + mooncake.json; "" = a temp dir
@@ -108,13 +107,22 @@ class Cluster {
 // The OpenAI request a user can paste, against `base_url`.
 std::string ExampleCurl(const std::string& base_url, const std::string& model_name);
 
-// The KV pool an instance of the model in `model_dir` gets when
-// ClusterOptions::kv_cache_memory is empty, in bytes: KV bytes per token
-// (layers x KV heads x head dim x K and V x 4-byte floats, the CPU
-// backend's KV dtype) for 32 Ki tokens, clamped to [16 MiB, 1 GiB], raised
-// to hold one max_model_len sequence. Small pools start faster: the pool is
-// allocated and touched at start-up.
-StatusOr<uint64_t> AutoKvCacheBytes(const std::string& model_dir, int max_model_len);
+// Memory an instance of the model in `model_dir` gets by default, in
+// bytes, from its KV bytes per token t (layers x KV heads x head dim x K and
+// V x 4-byte floats, the CPU backend's KV dtype):
+//   kv_cache  32 Ki tokens, within [16 MiB, 1 GiB], at least one
+//             max_model_len sequence (the pool is allocated at start-up:
+//             small pools start fast)
+//   segment   8 Ki tokens, within [256 MiB, 2 GiB]: what it adds to the store
+//   buffer    2 Ki tokens (8 chunks of 256), within [64 MiB, 512 MiB]: the
+//             staging buffer every chunk put or get passes through; too
+//             small, and concurrent prompts' chunks wait for room
+// Tiny model: 16 MiB / 256 MiB / 64 MiB; Qwen3-0.6B (229 KiB a token):
+// 1 GiB / 1.8 GiB / 458 MiB.
+struct MemorySizes {
+  uint64_t kv_cache = 0, segment = 0, buffer = 0;
+};
+StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len);
 
 // The running binary's path (/proc/self/exe resolved).
 std::string SelfExe();
