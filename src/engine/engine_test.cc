@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 #include "engine/engine_testutil.h"
 
@@ -299,6 +302,82 @@ TEST(EngineTest, ConcurrentSubmittersGetTheirOwnGreedyOutputs) {
   EXPECT_EQ(st.num_running, 0);
   EXPECT_EQ(st.num_free_blocks, st.num_blocks);
   EXPECT_EQ(st.generation_tokens_total, kThreads * 20u);
+}
+
+// A connector that holds every last output until the test releases it.
+class HoldingConnector : public KvConnector {
+ public:
+  int MatchTokens(const KvSequenceView&, int) override { return 0; }
+  Status LoadKv(const KvSequenceView&, int, int, std::span<const BlockId>) override {
+    return OkStatus();
+  }
+  void OnPrefillDone(const KvSequenceView&, std::span<const BlockId>) override {}
+  bool HoldFinish(std::string_view request_id, std::function<void()> release) override {
+    std::lock_guard lock(mu);
+    held.emplace_back(request_id, std::move(release));
+    return true;
+  }
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::function<void()>>> held;
+};
+
+TEST(EngineTest, HeldLastOutputsArriveOnlyWhenReleasedWhileOthersRun) {
+  HoldingConnector connector;
+  EngineOptions o;
+  o.kv_connector = &connector;
+  auto engine = MakeEngine({}, o);
+  OutputQueue held_q, other_q;
+  ASSERT_TRUE(engine->Submit(Greedy("held", Prompt(5, 1), 3), held_q.Callback()).ok());
+  // Everything but the last output arrives.
+  std::vector<int32_t> tokens;
+  while (auto out = held_q.Pop(std::chrono::milliseconds(300))) {
+    EXPECT_FALSE(out->request_finished);
+    tokens.insert(tokens.end(), out->new_tokens.begin(), out->new_tokens.end());
+  }
+  EXPECT_EQ(tokens.size(), 2u);
+  // The engine keeps serving others meanwhile (their last outputs are held
+  // too: release them as they come).
+  ASSERT_TRUE(engine->Submit(Greedy("other", Prompt(4, 2), 2), other_q.Callback()).ok());
+  auto release = [&](const std::string& id) {
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard lock(connector.mu);
+        for (auto& [held_id, fn] : connector.held)
+          if (held_id == id && fn) {
+            std::exchange(fn, nullptr)();
+            return true;
+          }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  };
+  ASSERT_TRUE(release("other"));
+  EXPECT_EQ(Drain(other_q).size(), 2u);
+  ASSERT_TRUE(release("held"));
+  auto last = held_q.Pop();
+  ASSERT_TRUE(last.has_value());
+  EXPECT_TRUE(last->request_finished);
+  EXPECT_EQ(last->new_tokens.size(), 1u);
+}
+
+TEST(EngineTest, AReleaseAfterTheEngineIsGoneIsHarmless) {
+  HoldingConnector connector;
+  EngineOptions o;
+  o.kv_connector = &connector;
+  auto engine = MakeEngine({}, o);
+  OutputQueue q;
+  ASSERT_TRUE(engine->Submit(Greedy("r", Prompt(5, 1), 1), q.Callback()).ok());
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(connector.mu);
+      if (!connector.held.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  engine.reset();  // delivers the held output as it is
+  std::lock_guard lock(connector.mu);
+  for (auto& [id, fn] : connector.held) fn();
 }
 
 TEST(EngineTest, AbortFromAnotherThreadFinishesTheRequest) {

@@ -108,6 +108,7 @@ class StoreConnectorImpl : public StoreConnector {
     if (saver_.joinable()) saver_.join();
     ReleaseHolders(/*all=*/true);
     if (client_ && staging_ != nullptr) (void)client_->UnregisterBuffer(staging_);
+    if (client_ && !pool_.empty()) (void)client_->UnregisterBuffer(pool_.data());
     client_.reset();
     if (staging_ != nullptr) munmap(staging_, staging_size_);
   }
@@ -135,7 +136,16 @@ class StoreConnectorImpl : public StoreConnector {
     if (p == MAP_FAILED)
       return ErrnoToStatus(errno, fmt::format("mmap of local_buffer_size {} bytes", staging_size_));
     staging_ = static_cast<std::byte*>(p);
+    // Huge pages and populated up front: every chunk moves through here,
+    // and first-touch page faults (expensive in VMs) would otherwise land
+    // in the first requests' loads.
+    ::madvise(staging_, staging_size_, MADV_HUGEPAGE);
+    ::madvise(staging_, staging_size_, MADV_POPULATE_WRITE);
     RETURN_IF_ERROR(client_->RegisterBuffer(staging_, staging_size_));
+    // A pool in host memory is registered too: chunks are read straight
+    // into the request's blocks (scatter reads), with no staging copy.
+    if (options_.read_into_pool) pool_ = backend_->HostKvPool();
+    if (!pool_.empty()) RETURN_IF_ERROR(client_->RegisterBuffer(pool_.data(), pool_.size()));
     allocator_ = std::make_unique<store::OffsetAllocator>(staging_size_, kStagingAlignment);
     if (options_.role != Role::kConsumer) saver_ = std::thread([this] { SaverLoop(); });
     spdlog::info("kv connector: role {}, chunks of {} tokens ({} bytes), keys {}*",
@@ -160,7 +170,10 @@ class StoreConnectorImpl : public StoreConnector {
     if (Clock::now() < lookup_skip_until_) return 0;
     std::vector<std::string> keys = LookupKeys(lineage_, seq.block_hashes, first);
     Inc(metrics_.lookups, &stats_.lookups);
+    const Clock::time_point lookup_start = Clock::now();
     auto exists = client_->BatchExist(keys);
+    spdlog::debug("request {}: store lookup of {} keys in {:.2f} ms", seq.request_id, keys.size(),
+                  Seconds(Clock::now() - lookup_start) * 1e3);
     if (!exists.ok()) {
       Inc(metrics_.lookup_failures, &stats_.lookup_failures);
       spdlog::warn("request {}: KV store lookup failed, computing the prompt: {}",
@@ -184,7 +197,10 @@ class StoreConnectorImpl : public StoreConnector {
     Tracked& t = Track(seq.request_id);
     t.loaded_tokens = end_token - begin_token;
     Inc(metrics_.loaded_tokens, &stats_.loaded_tokens, static_cast<uint64_t>(t.loaded_tokens));
-    if (metrics_.load_seconds) metrics_.load_seconds->Observe(Seconds(Clock::now() - start));
+    const double seconds = Seconds(Clock::now() - start);
+    if (metrics_.load_seconds) metrics_.load_seconds->Observe(seconds);
+    spdlog::debug("request {}: loaded tokens [{}, {}) from the store in {:.1f} ms (get {:.1f} ms)",
+                  seq.request_id, begin_token, end_token, seconds * 1e3, get_seconds_ * 1e3);
     return OkStatus();
   }
 
@@ -290,6 +306,40 @@ class StoreConnectorImpl : public StoreConnector {
   }
   std::byte* At(const Slice& slice) const { return staging_ + slice.offset; }
 
+  // Where the blocks of `chunk` go, in order: the request's pool blocks for
+  // [from, to) (merged where adjacent), staging for the rest; or, with no
+  // host pool, all of it into `slice`.
+  std::vector<store::MutableBuffer> Pieces(const Chunk& chunk, int from, int to,
+                                           std::span<const engine::BlockId> pool_blocks,
+                                           const Slice& slice) const {
+    std::vector<store::MutableBuffer> out;
+    if (pool_.empty()) {
+      out.push_back({At(slice), slice.size});
+      return out;
+    }
+    std::byte* staged = slice.size > 0 ? At(slice) : nullptr;
+    bool last_in_pool = false;
+    // Adjacent blocks of one region become one piece (one transfer).
+    auto add = [&](std::byte* p, bool in_pool) {
+      if (!out.empty() && last_in_pool == in_pool &&
+          static_cast<std::byte*>(out.back().data) + out.back().capacity == p) {
+        out.back().capacity += block_bytes_;
+      } else {
+        out.push_back({p, block_bytes_});
+      }
+      last_in_pool = in_pool;
+    };
+    for (int b = chunk.begin_block; b < chunk.end_block; ++b) {
+      if (b >= from && b < to) {
+        add(pool_.data() + static_cast<size_t>(pool_blocks[b - from]) * block_bytes_, true);
+      } else {
+        add(staged, false);
+        staged += block_bytes_;
+      }
+    }
+    return out;
+  }
+
   Status Load(const engine::KvSequenceView& seq, int begin_token, int end_token,
               std::span<const engine::BlockId> blocks) {
     const int block_size = lineage_.block_size;
@@ -304,51 +354,62 @@ class StoreConnectorImpl : public StoreConnector {
           "LoadKv of blocks [{}, {}) is outside the planned [{}, {})", first, last,
           plan.front().begin_block, plan.back().end_block));
     const Clock::time_point deadline = Clock::now() + options_.load_timeout;
+    get_seconds_ = 0;
     size_t next = 0;
     while (next < plan.size() && plan[next].begin_block < last) {
-      // A group of chunks that fits the staging buffer at once.
+      // A group of chunks whose staging fits the buffer at once. Reading
+      // into the pool, only the blocks of a chunk outside [first, last)
+      // need staging (they are read and dropped).
       std::vector<Slice> slices;
       std::vector<std::string> keys;
-      std::vector<store::MutableBuffer> outs;
+      std::vector<std::vector<store::MutableBuffer>> pieces;
       size_t end = next;
       uint64_t group_bytes = 0;
       while (end < plan.size() && plan[end].begin_block < last) {
-        const uint64_t bytes = static_cast<uint64_t>(plan[end].num_blocks()) * block_bytes_;
+        const Chunk& chunk = plan[end];
+        const int from = std::max(chunk.begin_block, first);
+        const int to = std::min(chunk.end_block, last);
+        const uint64_t staged_blocks =
+            pool_.empty() ? chunk.num_blocks() : chunk.num_blocks() - (to - from);
+        const uint64_t bytes = staged_blocks * block_bytes_;
         if (!slices.empty() && group_bytes + bytes > staging_size_ / 2) break;
-        auto slice = Allocate(bytes, deadline);
-        if (!slice.ok()) {
-          for (const Slice& s : slices) Free(s);
-          return slice.status();
+        Slice slice{0, 0};
+        if (bytes > 0) {
+          auto allocated = Allocate(bytes, deadline);
+          if (!allocated.ok()) {
+            for (const Slice& s : slices) Free(s);
+            return allocated.status();
+          }
+          slice = *allocated;
         }
-        slices.push_back(*slice);
-        keys.push_back(plan[end].key);
-        outs.push_back({At(*slice), bytes});
+        slices.push_back(slice);
+        keys.push_back(chunk.key);
+        pieces.push_back(Pieces(chunk, from, to, blocks.subspan(from - first, to - from), slice));
         group_bytes += bytes;
         ++end;
       }
-      auto got = client_->BatchGetInto(keys, outs);
+      const Clock::time_point get_start = Clock::now();
+      auto got = client_->BatchGetIntoScatter(keys, pieces);
+      get_seconds_ += Seconds(Clock::now() - get_start);
       Status status = OkStatus();
       for (size_t i = 0; i < keys.size() && status.ok(); ++i) {
         const Chunk& chunk = plan[next + i];
         if (!got[i].ok()) {
           status = Status(got[i].status().code(),
                           fmt::format("chunk {}: {}", keys[i], got[i].status().message()));
-        } else if (*got[i] != outs[i].capacity) {
-          status = DataLossError(fmt::format("chunk {} holds {} bytes, expected {}", keys[i],
-                                             *got[i], outs[i].capacity));
-        } else {
-          // Only the blocks the engine asked for: the first chunk may start
-          // inside the local prefix cache's blocks.
-          const int from = std::max(chunk.begin_block, first);
-          const int to = std::min(chunk.end_block, last);
-          auto bytes = std::span<const std::byte>(At(slices[i]), outs[i].capacity)
-                           .subspan(static_cast<size_t>(from - chunk.begin_block) * block_bytes_,
-                                    static_cast<size_t>(to - from) * block_bytes_);
-          status = backend_->WriteKvBlocks(blocks.subspan(from - first, to - from), bytes);
-          Inc(metrics_.load_bytes, &stats_.load_bytes, outs[i].capacity);
+          continue;
         }
+        Inc(metrics_.load_bytes, &stats_.load_bytes, *got[i]);
+        if (!pool_.empty()) continue;  // already in place
+        const int from = std::max(chunk.begin_block, first);
+        const int to = std::min(chunk.end_block, last);
+        auto bytes = std::span<const std::byte>(At(slices[i]), slices[i].size)
+                         .subspan(static_cast<size_t>(from - chunk.begin_block) * block_bytes_,
+                                  static_cast<size_t>(to - from) * block_bytes_);
+        status = backend_->WriteKvBlocks(blocks.subspan(from - first, to - from), bytes);
       }
-      for (const Slice& s : slices) Free(s);
+      for (const Slice& s : slices)
+        if (s.size > 0) Free(s);
       RETURN_IF_ERROR(status);
       next = end;
     }
@@ -479,9 +540,11 @@ class StoreConnectorImpl : public StoreConnector {
   std::unique_ptr<store::Client> client_;
   std::byte* staging_ = nullptr;
   uint64_t staging_size_ = 0;
+  std::span<std::byte> pool_;  // the backend's KV pool when in host memory
 
   // Engine thread only.
   std::map<std::string, Tracked> tracked_;
+  double get_seconds_ = 0;  // of the load in progress, for the debug log
   Clock::time_point lookup_skip_until_{};
 
   std::mutex mu_;

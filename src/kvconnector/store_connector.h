@@ -63,6 +63,9 @@ struct StoreConnectorOptions {
   int tp_rank = 0;
   int tp_size = 1;
   bool tcp_only = false;    // no shared memory between processes of one host
+  // Read chunks straight into the KV pool when the backend keeps it in host
+  // memory (Backend::HostKvPool); otherwise through the staging buffer.
+  bool read_into_pool = true;
   // A lookup or load that takes longer fails (the tokens are computed).
   std::chrono::milliseconds load_timeout{5000};
   // The longest a response waits for its prompt's chunks to be stored.

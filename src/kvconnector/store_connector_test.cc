@@ -100,6 +100,7 @@ class StoreConnectorTest : public ::testing::TestWithParam<std::string> {
       co.chunk_tokens = kChunkTokens;
       co.load_timeout = std::chrono::milliseconds(2000);
       co.save_timeout = std::chrono::milliseconds(5000);
+      co.read_into_pool = read_into_pool_;
       auto c = StoreConnector::Create(co, in.backend.get());
       EXPECT_TRUE(c.ok()) << c.status().ToString();
       if (c.ok()) in.connector = std::move(c).value();
@@ -113,6 +114,10 @@ class StoreConnectorTest : public ::testing::TestWithParam<std::string> {
     return in;
   }
 
+  // The producer-consumer scenario on every prompt shape.
+  void ProducerThenConsumer();
+
+  bool read_into_pool_ = true;
   uint16_t master_port_ = 0;
   uint16_t metadata_port_ = crescent::testing::FreePort();
   std::unique_ptr<store::MasterServer> master_;
@@ -122,7 +127,7 @@ const Role kProducer = Role::kProducer;
 const Role kConsumer = Role::kConsumer;
 const Role kBoth = Role::kBoth;
 
-TEST_P(StoreConnectorTest, ConsumerLoadsWhatTheProducerPrefilledAndAgreesWithColocated) {
+void StoreConnectorTest::ProducerThenConsumer() {
   Instance colocated = Make(nullptr);
   Instance producer = Make(&kProducer);
   Instance consumer = Make(&kConsumer);
@@ -144,12 +149,35 @@ TEST_P(StoreConnectorTest, ConsumerLoadsWhatTheProducerPrefilledAndAgreesWithCol
     // Everything but the last prompt token's block remainder is loaded.
     expect_loaded += (lengths[i] - 1) / kBlockSize * kBlockSize;
   }
+  // A prompt sharing 3 blocks (50 tokens) with the first one: the consumer
+  // has those in its own prefix cache, so the chunk [2, 4) is needed only
+  // from its second block on (the first is read and dropped).
+  auto partial = RandomPrompt(lengths[0], 100);
+  partial.resize(50);
+  const auto tail = RandomPrompt(60, 200);
+  partial.insert(partial.end(), tail.begin(), tail.end());
+  const auto want = colocated.Generate("partial", partial, 8);
+  EXPECT_EQ(producer.Generate("partial", partial, 1)[0], want[0]);
+  EXPECT_EQ(consumer.Generate("partial", partial, 8), want);
+  expect_loaded += (110 - 1) / kBlockSize * kBlockSize - 3 * kBlockSize;
+
   const auto s = consumer.connector->stats();
   EXPECT_EQ(s.loaded_tokens, expect_loaded);
   EXPECT_EQ(s.load_failures + s.lookup_failures, 0u);
   EXPECT_GT(s.load_bytes, 0u);
   EXPECT_EQ(producer.connector->stats().save_failures, 0u);
   EXPECT_EQ(producer.connector->stats().loaded_tokens, 0u);  // producers do not load
+}
+
+TEST_P(StoreConnectorTest, ConsumerLoadsWhatTheProducerPrefilledAndAgreesWithColocated) {
+  ProducerThenConsumer();
+}
+
+// As a backend whose pool is not in host memory (a GPU's) is served:
+// through the staging buffer and WriteKvBlocks.
+TEST_P(StoreConnectorTest, ThroughStagingLikeADevicePool) {
+  read_into_pool_ = false;
+  ProducerThenConsumer();
 }
 
 TEST_P(StoreConnectorTest, InstancesOfRoleBothShareLongestCommonPrefix) {

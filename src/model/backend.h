@@ -122,6 +122,13 @@ class Backend {
                                             std::span<std::byte> bytes) const = 0;
   [[nodiscard]] virtual Status WriteKvBlocks(std::span<const int32_t> blocks,
                                              std::span<const std::byte> bytes) = 0;
+
+  // The KV pool itself when the backend keeps it in host memory in the
+  // wire layout (CPU): block b is BlockBytes() bytes at
+  // data() + b * BlockBytes(). Empty for a pool in device memory. A KV
+  // connector registers it with the store and reads values straight into
+  // blocks; writes through it follow the rules of WriteKvBlocks.
+  virtual std::span<std::byte> HostKvPool() { return {}; }
 };
 
 // Opens the Hugging Face checkpoint in `model_dir` (config.json plus

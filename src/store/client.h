@@ -119,6 +119,14 @@ class Client {
                                            const PutOptions& options = {}) = 0;
   virtual std::vector<StatusOr<size_t>> BatchGetInto(const std::vector<std::string>& keys,
                                                      const std::vector<MutableBuffer>& outs) = 0;
+  // Scatter form: the value of keys[i] fills pieces[i] in order (e.g. the
+  // scattered blocks of a paged KV cache), each piece inside registered
+  // memory; the pieces' capacities must add up to exactly the value's size
+  // (INVALID_ARGUMENT otherwise). The checksum covers the whole value; on
+  // any error the pieces hold unspecified bytes.
+  virtual std::vector<StatusOr<size_t>> BatchGetIntoScatter(
+      const std::vector<std::string>& keys,
+      const std::vector<std::vector<MutableBuffer>>& pieces) = 0;
 
   // ---- index ----
   virtual StatusOr<bool> Exist(std::string_view key) = 0;

@@ -61,6 +61,9 @@ class ClientImpl final : public Client {
                                    const PutOptions& options) override;
   std::vector<StatusOr<size_t>> BatchGetInto(const std::vector<std::string>& keys,
                                              const std::vector<MutableBuffer>& outs) override;
+  std::vector<StatusOr<size_t>> BatchGetIntoScatter(
+      const std::vector<std::string>& keys,
+      const std::vector<std::vector<MutableBuffer>>& pieces) override;
   StatusOr<bool> Exist(std::string_view key) override;
   StatusOr<std::vector<bool>> BatchExist(const std::vector<std::string>& keys) override;
   Status Remove(std::string_view key) override;
@@ -85,10 +88,11 @@ class ClientImpl final : public Client {
   };
   struct ReadItem {
     const ObjectInfo* info;
-    void* dst;
+    void* dst;  // null: read into `pieces` instead (all registered)
     bool dst_registered;
     int64_t granted_us;  // when the lease was granted
     Status result;
+    const std::vector<MutableBuffer>* pieces = nullptr;
   };
   struct Op {
     transfer::OpCode opcode;

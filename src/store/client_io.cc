@@ -167,6 +167,17 @@ void ClientImpl::ReadObjects(std::vector<ReadItem>& items) {
     for (size_t i = 0; i < items.size(); ++i) {
       if (done[i] || attempt >= order[i].size()) continue;
       const auto& item = items[i];
+      if (item.pieces != nullptr) {
+        // Scatter: one op per piece, at its offset inside the replica.
+        uint64_t at = 0;
+        for (const MutableBuffer& piece : *item.pieces) {
+          ops.push_back({transfer::OpCode::kRead, piece.data, &order[i][attempt]->segment,
+                         order[i][attempt]->address + at, piece.capacity});
+          op_item.push_back(i);
+          at += piece.capacity;
+        }
+        continue;
+      }
       void* dst = item.dst;
       if (order[i][attempt]->segment != segment_name_ && !item.dst_registered) {
         auto st = Stage(item.info->size);
@@ -187,12 +198,28 @@ void ClientImpl::ReadObjects(std::vector<ReadItem>& items) {
     for (size_t k = 0; k < ops.size(); ++k) {
       const size_t i = op_item[k];
       auto& item = items[i];
-      if (!results[k].ok()) {
-        item.result = results[k];
-        continue;
+      uint32_t crc = 0;
+      if (item.pieces != nullptr) {
+        // All of the item's ops are consecutive: judge them at the last.
+        if (k + 1 < ops.size() && op_item[k + 1] == i) continue;
+        Status failed = OkStatus();
+        for (size_t j = k + 1 - item.pieces->size(); j <= k; ++j) {
+          if (!results[j].ok() && failed.ok()) failed = results[j];
+          crc = Crc32cExtend(crc, ops[j].local, ops[j].length);
+        }
+        if (!failed.ok()) {
+          item.result = failed;
+          continue;
+        }
+      } else {
+        if (!results[k].ok()) {
+          item.result = results[k];
+          continue;
+        }
+        if (ops[k].local != item.dst) std::memcpy(item.dst, ops[k].local, item.info->size);
+        crc = Crc32c(item.dst, item.info->size);
       }
-      if (ops[k].local != item.dst) std::memcpy(item.dst, ops[k].local, item.info->size);
-      if (Crc32c(item.dst, item.info->size) != item.info->crc32c) {
+      if (crc != item.info->crc32c) {
         item.result = DataLossError("checksum mismatch reading segment '" + *ops[k].segment +
                                     "': the copy is corrupt or was overwritten");
         continue;
@@ -340,6 +367,62 @@ std::vector<StatusOr<size_t>> ClientImpl::BatchGetInto(const std::vector<std::st
     }
     items.push_back({&*info, outs[i].data, IsRegistered(outs[i].data, info->size), granted,
                      OkStatus()});
+    item_idx.push_back(i);
+  }
+  ReadObjects(items);
+  for (size_t j = 0; j < items.size(); ++j) {
+    out[item_idx[j]] = items[j].result.ok() ? StatusOr<size_t>(items[j].info->size)
+                                            : StatusOr<size_t>(items[j].result);
+  }
+  return out;
+}
+
+std::vector<StatusOr<size_t>> ClientImpl::BatchGetIntoScatter(
+    const std::vector<std::string>& keys, const std::vector<std::vector<MutableBuffer>>& pieces) {
+  const size_t n = keys.size();
+  std::vector<StatusOr<size_t>> out(n, Status(StatusCode::kUnknown, "not read"));
+  if (pieces.size() != n) {
+    for (auto& s : out) s = InvalidArgumentError("keys and piece lists differ in number");
+    return out;
+  }
+  std::vector<std::string> valid;
+  std::vector<size_t> valid_idx;
+  for (size_t i = 0; i < n; ++i) {
+    Status s = ValidateKey(keys[i]);
+    for (const MutableBuffer& p : pieces[i]) {
+      if (!s.ok()) break;
+      if (p.capacity == 0 || !IsRegistered(p.data, p.capacity))
+        s = OutOfRangeError("a piece for key '" + keys[i] +
+                            "' is empty or not inside registered memory; RegisterBuffer it");
+    }
+    if (pieces[i].empty()) s = InvalidArgumentError("no pieces for key '" + keys[i] + "'");
+    if (!s.ok()) {
+      out[i] = s;
+      continue;
+    }
+    valid.push_back(keys[i]);
+    valid_idx.push_back(i);
+  }
+  if (valid.empty()) return out;
+  const int64_t granted = NowUs();
+  auto infos = get_rpc_->Submit(valid);
+  std::vector<ReadItem> items;
+  std::vector<size_t> item_idx;
+  for (size_t j = 0; j < valid.size(); ++j) {
+    const size_t i = valid_idx[j];
+    if (!infos[j].ok()) {
+      out[i] = infos[j].status();
+      continue;
+    }
+    uint64_t total = 0;
+    for (const MutableBuffer& p : pieces[i]) total += p.capacity;
+    if (total != infos[j]->size) {
+      out[i] = InvalidArgumentError("value of key '" + keys[i] + "' has " +
+                                    std::to_string(infos[j]->size) + " bytes; the pieces hold " +
+                                    std::to_string(total));
+      continue;
+    }
+    items.push_back({&*infos[j], nullptr, true, granted, OkStatus(), &pieces[i]});
     item_idx.push_back(i);
   }
   ReadObjects(items);

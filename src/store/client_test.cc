@@ -117,6 +117,35 @@ TEST_P(ClientTest, ZeroCopyAndBatches) {
   EXPECT_EQ(*exist, (std::vector<bool>{true, false}));
 }
 
+TEST_P(ClientTest, ScatterReadsFillPiecesInOrder) {
+  auto holder = NewClient(32 << 20);
+  auto c = NewClient(0);
+  ASSERT_TRUE(holder && c);
+  const auto value = RandomBytes(3 * 65536, 5);
+  ASSERT_TRUE(c->Put("s", value).ok());
+  // Three pieces at scattered, out-of-order places of one registered region
+  // (like the blocks of a paged KV cache).
+  std::vector<uint8_t> pool(8 * 65536, 0);
+  ASSERT_TRUE(c->RegisterBuffer(pool.data(), pool.size()).ok());
+  std::vector<MutableBuffer> pieces = {{pool.data() + 5 * 65536, 65536},
+                                       {pool.data() + 1 * 65536, 65536},
+                                       {pool.data() + 7 * 65536, 65536}};
+  auto got = c->BatchGetIntoScatter({"s"}, {pieces});
+  ASSERT_TRUE(got[0].ok()) << got[0].status().ToString();
+  EXPECT_EQ(*got[0], value.size());
+  EXPECT_TRUE(std::equal(value.begin(), value.begin() + 65536, pool.begin() + 5 * 65536));
+  EXPECT_TRUE(std::equal(value.begin() + 65536, value.begin() + 131072, pool.begin() + 65536));
+  EXPECT_TRUE(std::equal(value.begin() + 131072, value.end(), pool.begin() + 7 * 65536));
+  // Pieces that do not add up to the value, unregistered memory, no such key.
+  std::vector<uint8_t> loose(65536);
+  auto bad = c->BatchGetIntoScatter(
+      {"s", "s", "none"},
+      {{pieces[0]}, {pieces[0], pieces[1], {loose.data(), loose.size()}}, pieces});
+  EXPECT_EQ(bad[0].status().code(), StatusCode::kInvalidArgument) << bad[0].status().ToString();
+  EXPECT_EQ(bad[1].status().code(), StatusCode::kOutOfRange) << bad[1].status().ToString();
+  EXPECT_EQ(bad[2].status().code(), StatusCode::kNotFound) << bad[2].status().ToString();
+}
+
 TEST_P(ClientTest, ChecksumMismatchIsAnErrorNeverBytes) {
   auto holder = NewClient(4 << 20);
   auto c = NewClient(0);

@@ -162,6 +162,10 @@ class CpuBackend final : public Backend {
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
   Status WriteKvBlocks(std::span<const int32_t> blocks, std::span<const std::byte> bytes) override;
+  std::span<std::byte> HostKvPool() override {
+    return {reinterpret_cast<std::byte*>(kv_),
+            static_cast<size_t>(num_blocks_) * layout_.BlockBytes()};
+  }
 
  private:
   Status Validate(const ForwardBatch& batch) const;
