@@ -335,7 +335,8 @@ StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_mode
   if (layers <= 0 || kv_heads <= 0 || head_dim <= 0) {
     return InvalidArgumentError(path + ": cannot size the KV cache (num_hidden_layers, "
                                        "num_key_value_heads, head_dim); pass "
-                                       "--kv-cache-memory-bytes");
+                                       "--kv-cache-memory-bytes, --global-segment-size and "
+                                       "--local-buffer-size");
   }
   constexpr uint64_t kMiB = 1ull << 20;
   const uint64_t t = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * 4;
@@ -393,7 +394,10 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions o) {
     fs::create_directories(o.work_dir, ec);
     if (ec) return InternalError("cannot create --work-dir " + o.work_dir + ": " + ec.message());
   }
-  if (o.kv_cache_memory.empty() || o.global_segment_size.empty() || o.local_buffer_size.empty()) {
+  // Sized from the model when not given (only what this layout uses).
+  const bool uses_store = o.kv_connector && !o.colocated;
+  if (o.kv_cache_memory.empty() ||
+      (uses_store && (o.global_segment_size.empty() || o.local_buffer_size.empty()))) {
     ASSIGN_OR_RETURN(MemorySizes m, AutoMemorySizes(o.model, o.max_model_len));
     auto set = [](std::string& field, uint64_t bytes) {
       if (field.empty()) field = std::to_string(bytes >> 20) + "MiB";
