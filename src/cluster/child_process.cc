@@ -119,6 +119,10 @@ std::string ChildProcess::DescribeExit() const {
   return "exited with status " + std::to_string(exit_code_);
 }
 
+void ChildProcess::Terminate() {
+  if (pid_ > 0 && Running()) kill(-pid_, SIGTERM);
+}
+
 void ChildProcess::Stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return;
   if (Running()) {

@@ -58,6 +58,10 @@ class ChildProcess {
   // Blocks until the process exits; returns exit_code().
   int Wait();
 
+  // SIGTERM to the process group without waiting (Stop() then waits):
+  // lets several children shut down at the same time.
+  void Terminate();
+
   // SIGTERM to the process group, up to `grace` for it to exit, then
   // SIGKILL to the group; reaps. Safe to call again or after an exit.
   void Stop(std::chrono::milliseconds grace = kDefaultGrace);

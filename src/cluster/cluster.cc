@@ -119,8 +119,20 @@ class ClusterImpl : public Cluster {
   }
 
   void Stop() override {
-    // Reverse start order: the proxy first (no new requests), the master last.
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it) (*it)->Stop(o_.stop_grace);
+    // The proxy first (no new requests), then the instances all at once,
+    // the master last (instances unmount their segments from it).
+    for (const char* phase : {"proxy", "instances", "master"}) {
+      std::vector<ChildProcess*> group;
+      for (size_t i = 0; i < children_.size(); ++i) {
+        const std::string& role = members_[i].role;
+        bool instance = role != "proxy" && role != "master";
+        if (phase == std::string_view(instance ? "instances" : role)) {
+          group.push_back(children_[i].get());
+        }
+      }
+      for (ChildProcess* c : group) c->Terminate();
+      for (ChildProcess* c : group) c->Stop(o_.stop_grace);
+    }
     children_.clear();
     if (remove_work_dir_) {
       std::error_code ec;
