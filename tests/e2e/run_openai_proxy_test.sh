@@ -28,7 +28,8 @@ cleanup() {
 trap cleanup EXIT
 # The model directory's name is the served model name the test expects.
 "$CRESCENT" make-model --shape tiny --out "$tmp/tiny" --tokenizer-dir .cache/tokenizer-qwen3 >/dev/null 2>&1
-port=$(( 20000 + RANDOM % 20000 ))
+# Below the ephemeral range (32768+), where the cluster's own free ports come from.
+port=$(( 10000 + RANDOM % 20000 ))
 "$CRESCENT" up --model "$tmp/tiny" --port "$port" --max-model-len 2048 \
   --kv-cache-memory-bytes 64MiB --global-segment-size 64MB --local-buffer-size 16MB \
   --work-dir "$tmp/work" >"$tmp/up.log" 2>&1 &
