@@ -120,7 +120,7 @@ double MetricSum(const std::string& page, const std::string& name) {
 
 // What the decode instances' KV connectors did over all runs.
 std::string DecodeKvLine(cluster::Cluster& c) {
-  double loaded = 0, computed = 0;
+  double loaded = 0, computed = 0, load_s = 0, loads = 0;
   bool any = false;
   for (const auto& m : c.members()) {
     if (m.role != "decode") continue;
@@ -135,11 +135,14 @@ std::string DecodeKvLine(cluster::Cluster& c) {
     any = true;
     loaded += l;
     computed += k;
+    load_s += std::max(0.0, MetricSum(r->body, "crescent:kv_connector_load_seconds_sum"));
+    loads += std::max(0.0, MetricSum(r->body, "crescent:kv_connector_load_seconds_count"));
   }
   if (!any) return "";
   return fmt::format("1P1D decode instance: {:.0f} prompt tokens loaded from the store, {:.0f} "
-                     "computed ({:.1f}% loaded)",
-                     loaded, computed, loaded + computed > 0 ? 100 * loaded / (loaded + computed) : 0);
+                     "computed ({:.1f}% loaded); {:.0f} loads, {:.1f} ms each on average",
+                     loaded, computed, loaded + computed > 0 ? 100 * loaded / (loaded + computed) : 0,
+                     loads, loads > 0 ? 1e3 * load_s / loads : 0.0);
 }
 
 Status RunCompare(BenchFlags f, const std::atomic<bool>& stop) {

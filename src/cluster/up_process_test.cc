@@ -156,7 +156,10 @@ TEST_F(UpProcessTest, AnswersAtItsEndpointAndStopsEverythingOnSigint) {
 
 TEST_F(UpProcessTest, KillNineLeavesNoOrphans) {
   TempDir cache;
-  Subprocess up(UpArgs(cache.path(), FreePort()), {{"CRESCENT_TOKENIZER_DIR", TokenizerDir()}});
+  std::vector<std::string> args = UpArgs(cache.path(), FreePort());
+  // A killed `crescent up` cannot remove its work dir: keep it in ours.
+  args.insert(args.end(), {"--work-dir", cache.path() + "/work"});
+  Subprocess up(args, {{"CRESCENT_TOKENIZER_DIR", TokenizerDir()}});
   std::string out = WaitReady(up);
   ASSERT_FALSE(out.empty());
   std::vector<PrintedMember> members = ParseMembers(out);
