@@ -12,7 +12,8 @@
 # prompts: prompt A is new to the consumer (recomputed), prompt B is first
 # prefilled by the producer (max_tokens=1, as the proxy does) and then sent
 # to the consumer (found in the store). TTFT is the time of a max_tokens=1
-# completion as the client sees it. One warm-up run per length is not counted.
+# completion as the client sees it. One warm-up run per length is not
+# counted (WARMUP=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 BIN=${CRESCENT_BIN:-build/apps/crescent}
@@ -41,7 +42,10 @@ print(c['num_hidden_layers']*2*c['num_key_value_heads']*hd*4)")
 # request to request (as in a long-running server) rather than touched for
 # the first time; first touches of fresh memory are very slow in some VMs.
 POOL=$(( (MAX_LEN + 2048) * KV_PER_TOKEN ))
-SEGMENT=$(( (MAX_LEN * 2 * RUNS + 4096) * KV_PER_TOKEN ))  # the producer's share of the store
+# The producer's share of the store: a prompt and a quarter (older prompts
+# are evicted).
+SEGMENT=$(( (MAX_LEN + 4096) * 5 / 4 * KV_PER_TOKEN ))
+WARMUP=${WARMUP:-1}
 
 MP=$(port); HP=$(port); PP=$(port); CP=$(port)
 "$BIN" master --host 127.0.0.1 --port "$MP" --enable-http-metadata-server \
@@ -90,15 +94,15 @@ echo "model $MODEL, KV $KV_PER_TOKEN bytes/token, protocol $PROTO, $RUNS runs, l
 printf '%8s %14s %14s %10s %14s %12s\n' tokens recompute_s store_hit_s speedup producer_s load_GB/s
 for len in $LENS; do
   rec=(); hit=(); prod=()
-  for run in $(seq 0 "$RUNS"); do
+  for run in $(seq $((1 - WARMUP)) "$RUNS"); do
     prompt "$len" $((run * 1000 + len)) >"$WORK/a.json"
     prompt "$len" $((run * 1000 + len + 7)) >"$WORK/b.json"
-    r=$(ttft "$CP" "$WORK/a.json"); p=$(ttft "$PP" "$WORK/b.json"); h=$(ttft "$CP" "$WORK/b.json")
-    if [ "$run" = 0 ]; then  # warm-up: touches the pools and buffers once
+    if [ "$run" = 1 ]; then  # what the warm-up run loaded is not counted
       LB0=$(metric "$CP" 'crescent:kv_connector_bytes_total')
       LS0=$(metric "$CP" 'crescent:kv_connector_load_seconds_sum')
-      continue
     fi
+    r=$(ttft "$CP" "$WORK/a.json"); p=$(ttft "$PP" "$WORK/b.json"); h=$(ttft "$CP" "$WORK/b.json")
+    [ "$run" = 0 ] && continue  # warm-up: touches the pools and buffers once
     rec+=("$r"); prod+=("$p"); hit+=("$h")
   done
   r=$(median "${rec[@]}"); h=$(median "${hit[@]}"); p=$(median "${prod[@]}")
