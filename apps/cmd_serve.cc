@@ -22,8 +22,9 @@ void Setup(CLI::App& root) {
                   "Context length: prompt + output tokens (default: the model's "
                   "max_position_embeddings)");
   cmd->add_option("--gpu-memory-utilization", o->gpu_memory_utilization,
-                  "Share of device memory for the KV cache; with --device cpu the share of the "
-                  "host's available memory (MemAvailable, less the weights)")
+                  "Share of total GPU memory this instance may use (--device cuda: the KV "
+                  "cache gets it less weights and activations); with --device cpu the share of "
+                  "the host's available memory (MemAvailable, less the weights)")
       ->capture_default_str();
   cmd->add_option("--kv-cache-memory-bytes,--kv-cache-memory", o->kv_cache_memory,
                   "KV cache size, e.g. 4GiB (overrides --gpu-memory-utilization)");

@@ -48,7 +48,7 @@ namespace crescent::model {
 
 // User knobs for LoadModel; defaults in the comments.
 struct BackendOptions {
-  std::string backend = "cpu";  // "cpu" (a "cuda" backend plugs in here)
+  std::string backend = "cpu";  // "cpu", or "cuda" in builds with the CUDA backend
   // Compute threads of the CPU backend, the caller's thread included;
   // 0 = all online CPUs.
   int num_threads = 0;
@@ -57,6 +57,18 @@ struct BackendOptions {
   // kv_cache_bytes. CPU pool memory is reserved, not touched, up front.
   int32_t num_kv_blocks = 0;
   uint64_t kv_cache_bytes = 1ull << 30;  // 1 GiB
+  // CUDA only. When > 0 (and num_kv_blocks is 0) the KV pool takes this
+  // share of total device memory less what is in use once weights and
+  // activation scratch are allocated (vLLM's --gpu-memory-utilization);
+  // kv_cache_bytes is then ignored.
+  double gpu_memory_utilization = 0;
+  // CUDA only: tokens per Forward the activation scratch is sized for up
+  // front (before the KV pool takes the rest); larger batches grow it.
+  int32_t max_num_batched_tokens = 2048;
+  // CUDA only: replay decode-only batches from captured CUDA graphs (one
+  // per batch shape, captured the second time a shape runs); false runs
+  // every kernel launch eagerly (vLLM's --enforce-eager).
+  bool cuda_graphs = true;
 };
 
 // Which logits a sequence wants back.
@@ -129,6 +141,15 @@ class Backend {
   // connector registers it with the store and reads values straight into
   // blocks; writes through it follow the rules of WriteKvBlocks.
   virtual std::span<std::byte> HostKvPool() { return {}; }
+
+  // Declares a host buffer that the caller passes (in whole or in part) to
+  // ReadKvBlocks/WriteKvBlocks many times, e.g. a KV connector's staging
+  // area. A device backend page-locks it so that those copies are DMA
+  // straight to/from it instead of going through the backend's own pinned
+  // staging; the CPU backend has nothing to do. The buffer must stay
+  // allocated until UnregisterHostBuffer (or the Backend's destruction).
+  virtual Status RegisterHostBuffer(std::span<std::byte> buffer) { return OkStatus(); }
+  virtual Status UnregisterHostBuffer(std::span<std::byte> buffer) { return OkStatus(); }
 };
 
 // Opens the Hugging Face checkpoint in `model_dir` (config.json plus

@@ -1,7 +1,9 @@
-// Fidelity of the CPU backend against Hugging Face transformers' float32
+// Fidelity of the backends against Hugging Face transformers' float32
 // logits (tests/data/models/*/reference.json, computed on the same bf16
 // weights): whole prefill, token by token, odd-sized chunks across block
-// boundaries, batched with other sequences, and greedy generation.
+// boundaries, batched with other sequences, and greedy generation. The CPU
+// backend (float32) must agree to 1e-4, the CUDA backend (bf16 activations
+// and KV) to 2e-2; the CUDA cases skip where no GPU or no CUDA build is.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "model/backend.h"
 #include "model/reference_forward.h"
@@ -19,7 +22,8 @@
 namespace crescent::model {
 namespace {
 
-constexpr double kTolerance = 1e-4;  // ‖out − ref‖ / ‖ref‖
+// ‖out − ref‖ / ‖ref‖ per backend.
+double Tolerance(const std::string& backend) { return backend == "cuda" ? 2e-2 : 1e-4; }
 
 struct Case {
   std::vector<int32_t> prompt;
@@ -86,14 +90,30 @@ class BlockAllocator {
   std::vector<int32_t> free_;
 };
 
-class FidelityTest : public ::testing::TestWithParam<std::string> {
+// (backend, fixture)
+using FidelityParam = std::tuple<std::string, std::string>;
+
+class FidelityTest : public ::testing::TestWithParam<FidelityParam> {
  protected:
   void SetUp() override {
-    dir_ = "tests/data/models/" + GetParam();
+    backend_ = std::get<0>(GetParam());
+    dir_ = "tests/data/models/" + std::get<1>(GetParam());
     cases_ = LoadCases(dir_);
+    tolerance_ = Tolerance(backend_);
+    if (backend_ != "cpu") {
+      BackendOptions o;
+      o.backend = backend_;
+      o.num_kv_blocks = 1;
+      auto probe = LoadModel(dir_, o);
+      if (!probe.ok() && (probe.status().code() == StatusCode::kUnimplemented ||
+                          probe.status().code() == StatusCode::kUnavailable)) {
+        GTEST_SKIP() << "backend " << backend_ << " not usable here: " << probe.status().ToString();
+      }
+    }
   }
   std::unique_ptr<Backend> Load(int32_t block_size) {
     BackendOptions o;
+    o.backend = backend_;
     o.num_threads = 2;
     o.kv_block_size = block_size;
     o.num_kv_blocks = 512;
@@ -101,6 +121,7 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     return std::move(b).value();
   }
+  std::string Name() const { return backend_ + "/" + std::get<1>(GetParam()); }
   // Checks rows of one case: rows[i] are logits of prompt position first + i.
   void ExpectPositions(const Case& c, int64_t first, const ForwardOutput& out, int32_t seq,
                        const std::string& mode) {
@@ -110,13 +131,14 @@ class FidelityTest : public ::testing::TestWithParam<std::string> {
       if (!c.all_logits.empty()) ref = &c.all_logits[pos];
       if (pos == static_cast<int64_t>(c.prompt.size()) - 1) ref = &c.last_logits;
       if (!ref) continue;
-      EXPECT_LT(RelError(out.Row(r), *ref), kTolerance)
-          << GetParam() << " " << mode << " prompt of " << c.prompt.size() << " position " << pos;
+      EXPECT_LT(RelError(out.Row(r), *ref), tolerance_)
+          << Name() << " " << mode << " prompt of " << c.prompt.size() << " position " << pos;
     }
   }
 
-  std::string dir_;
+  std::string backend_, dir_;
   std::vector<Case> cases_;
+  double tolerance_ = 1e-4;
 };
 
 TEST_P(FidelityTest, WholePrefill) {
@@ -207,28 +229,44 @@ TEST_P(FidelityTest, BatchedWithOtherSequences) {
   }
 }
 
-// Greedy continuation through the KV cache equals transformers' greedy up
-// to the first step whose top-1/top-2 margin is within numerical noise.
+// Greedy continuation through the KV cache equals transformers' greedy
+// wherever the top-1/top-2 margin is above numerical noise. The CPU
+// backend (float32) stops at the first step within noise: past it the
+// sequences may legitimately differ. The GPU backend (bf16) is noisier, so
+// it is teacher-forced (always continues with the reference token) and
+// checked at every step whose margin clears its noise: 4x the largest
+// element error measured on the prompt's last row.
 TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
   const int32_t block_size = 16;
   auto backend = Load(block_size);
   BlockAllocator blocks(backend->num_kv_blocks(), 5);
+  const bool teacher_forced = backend_ != "cpu";
   int compared = 0;
   for (const Case& c : cases_) {
-    // An element of the logits may be off by up to ‖error‖ ≤ tol·‖ref‖,
-    // so a margin below twice that may flip.
-    const double margin_tolerance = 2 * kTolerance * Norm(c.last_logits);
     std::vector<int32_t> table, seq = c.prompt;
     blocks.Cover(table, seq.size(), block_size);
     ForwardOutput out;
     ASSERT_TRUE(backend->Forward({{{seq, 0, table, LogitsMode::kLast}}}, &out).ok());
+    // An element of the logits may be off by up to ‖error‖ ≤ tol·‖ref‖,
+    // so a margin below twice that may flip.
+    double margin_tolerance = 2 * tolerance_ * Norm(c.last_logits);
+    if (teacher_forced) {
+      double worst = 0;
+      for (size_t i = 0; i < c.last_logits.size(); ++i) {
+        worst = std::max(worst, std::abs(double{out.LastRow(0)[i]} - c.last_logits[i]));
+      }
+      margin_tolerance = 4 * worst;
+    }
     for (size_t step = 0; step < c.greedy.size(); ++step) {
       const int32_t next = Argmax(out.LastRow(0));
-      if (c.margins[step] < margin_tolerance) break;  // may legitimately differ from here on
-      ASSERT_EQ(next, c.greedy[step])
-          << GetParam() << " prompt of " << c.prompt.size() << " step " << step;
-      ++compared;
-      seq.push_back(next);
+      if (c.margins[step] >= margin_tolerance) {
+        ASSERT_EQ(next, c.greedy[step])
+            << Name() << " prompt of " << c.prompt.size() << " step " << step;
+        ++compared;
+      } else if (!teacher_forced) {
+        break;  // may legitimately differ from here on
+      }
+      seq.push_back(teacher_forced ? c.greedy[step] : next);
       blocks.Cover(table, seq.size(), block_size);
       ASSERT_TRUE(backend
                       ->Forward({{{std::span(seq).last(1), static_cast<int32_t>(seq.size() - 1),
@@ -238,12 +276,13 @@ TEST_P(FidelityTest, GreedyMatchesUntilMarginBelowTolerance) {
     }
   }
   // Most steps have clear margins: the comparison must not be vacuous.
-  EXPECT_GE(compared, 24) << GetParam();
+  EXPECT_GE(compared, 24) << Name();
 }
 
 // The scalar reference forward agrees with transformers too: it is the
 // yardstick of the fast path in backend_test.cc.
 TEST_P(FidelityTest, ReferenceForwardMatches) {
+  if (backend_ != "cpu") GTEST_SKIP() << "backend-independent; runs with the cpu cases";
   auto config = LoadModelConfig(dir_);
   ASSERT_TRUE(config.ok());
   auto ckpt = Checkpoint::Open(dir_);
@@ -255,13 +294,21 @@ TEST_P(FidelityTest, ReferenceForwardMatches) {
     auto logits = ReferenceForward(*config, *weights, c.prompt);
     ASSERT_TRUE(logits.ok());
     for (size_t p = 0; p < c.prompt.size(); ++p) {
-      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), kTolerance) << "position " << p;
+      EXPECT_LT(RelError((*logits)[p], c.all_logits[p]), tolerance_) << "position " << p;
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FidelityTest,
-                         ::testing::Values("tiny-qwen3", "tiny-qwen2", "tiny-llama3"));
+                         ::testing::Combine(::testing::Values("cpu", "cuda"),
+                                            ::testing::Values("tiny-qwen3", "tiny-qwen2",
+                                                              "tiny-llama3")),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param) + "_" +
+                                              std::get<1>(info.param);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace crescent::model

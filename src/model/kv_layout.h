@@ -30,7 +30,7 @@ inline constexpr uint32_t kKvLayoutVersion = 1;
 // Element types a block may hold. Values are on the wire; never reuse one.
 enum class KvDtype : uint8_t {
   kFloat32 = 0,   // IEEE-754 binary32, little-endian (the CPU backend's)
-  kBFloat16 = 1,  // reserved for the CUDA backend
+  kBFloat16 = 1,  // bfloat16, little-endian (the CUDA backend's)
   kFloat16 = 2,   // reserved
 };
 

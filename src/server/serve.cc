@@ -105,10 +105,15 @@ Status RunServe(const ServeOptions& o) {
   bo.backend = o.device;
   bo.num_threads = o.threads;
   bo.kv_block_size = o.block_size;
+  bo.max_num_batched_tokens = o.max_num_batched_tokens;
   if (o.device == "cpu") {
     ASSIGN_OR_RETURN(bo.kv_cache_bytes, CpuKvCacheBytes(o, config, max_model_len));
   } else if (!o.kv_cache_memory.empty()) {
     ASSIGN_OR_RETURN(bo.kv_cache_bytes, ParseSize(o.kv_cache_memory));
+  } else {
+    // CUDA: the pool takes this share of device memory less what weights
+    // and activations use (sized by the backend after loading them).
+    bo.gpu_memory_utilization = o.gpu_memory_utilization;
   }
   auto loaded = model::LoadModel(o.model, bo);
   if (!loaded.ok() && o.device == "cuda" && loaded.status().code() == StatusCode::kUnimplemented)
@@ -116,6 +121,9 @@ Status RunServe(const ServeOptions& o) {
         "--device cuda: this crescent binary has no CUDA model backend (the model runtime "
         "reports: " +
         loaded.status().message() + "); use --device cpu");
+  if (!loaded.ok() && o.device == "cuda" && loaded.status().code() == StatusCode::kUnavailable)
+    return FailedPreconditionError("--device cuda: no usable GPU (" + loaded.status().message() +
+                                   ")");
   RETURN_IF_ERROR(loaded.status());
   std::unique_ptr<model::Backend> backend = std::move(loaded).value();
 

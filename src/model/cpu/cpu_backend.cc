@@ -4,7 +4,6 @@
 #include <immintrin.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +13,7 @@
 #include <cstring>
 
 #include "common/logging.h"
+#include "model/backend_internal.h"
 #include "model/cpu/attention.h"
 #include "model/cpu/kernels.h"
 #include "model/cpu/thread_pool.h"
@@ -67,33 +67,12 @@ class StageTimer {
   double seconds_[kNumStages] = {};
 };
 
-// Bytes sampled from each end of every tensor for the fingerprint.
-constexpr size_t kFingerprintSample = 4096;
-
 WeightMatrix Matrix(const TensorView* t) {
   return {t->dtype, t->data, t->shape[0], t->shape.size() > 1 ? t->shape[1] : 1};
 }
 
 std::vector<float> Floats(const TensorView* t) { return t ? ToFloat(*t) : std::vector<float>(); }
 const float* Ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
-
-std::string Fingerprint(const Checkpoint& ckpt, std::string_view config_text) {
-  XXH3_state_t* st = XXH3_createState();
-  XXH3_64bits_reset(st);
-  XXH3_64bits_update(st, config_text.data(), config_text.size());
-  for (const std::string& h : ckpt.headers()) XXH3_64bits_update(st, h.data(), h.size());
-  for (const auto& [name, t] : ckpt.tensors()) {
-    const char* p = static_cast<const char*>(t.data);
-    size_t n = std::min(t.bytes, kFingerprintSample);
-    XXH3_64bits_update(st, p, n);
-    XXH3_64bits_update(st, p + t.bytes - n, n);
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx",
-                static_cast<unsigned long long>(XXH3_64bits_digest(st)));
-  XXH3_freeState(st);
-  return buf;
-}
 
 // Float32 copies of the small per-layer vectors (norm weights, biases).
 struct LayerVectors {
@@ -149,7 +128,7 @@ class CpuBackend final : public Backend {
     }
     final_norm_ = Floats(weights_.final_norm);
     inv_freq_ = RopeInverseFrequencies(config_);
-    fingerprint_ = Fingerprint(*ckpt_, config_text);
+    fingerprint_ = ModelFingerprint(*ckpt_, config_text);
     return OkStatus();
   }
 
@@ -201,48 +180,7 @@ class CpuBackend final : public Backend {
 };
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
-  if (batch.sequences.empty()) return InvalidArgumentError("forward batch has no sequences");
-  std::vector<int64_t> slots;
-  for (size_t i = 0; i < batch.sequences.size(); ++i) {
-    const SequenceInput& s = batch.sequences[i];
-    const std::string where = "sequence " + std::to_string(i) + ": ";
-    if (s.tokens.empty()) return InvalidArgumentError(where + "no new tokens");
-    if (s.position < 0) return InvalidArgumentError(where + "negative position");
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= config_.vocab_size) {
-        return InvalidArgumentError(where + "token id " + std::to_string(t) +
-                                    " is outside the vocabulary [0, " +
-                                    std::to_string(config_.vocab_size) + ")");
-      }
-    }
-    const int64_t end = int64_t{s.position} + static_cast<int64_t>(s.tokens.size());
-    const int64_t need = (end + layout_.block_size - 1) / layout_.block_size;
-    if (static_cast<int64_t>(s.block_table.size()) < need) {
-      return InvalidArgumentError(where + "block table has " +
-                                  std::to_string(s.block_table.size()) + " blocks; positions [0, " +
-                                  std::to_string(end) + ") need " + std::to_string(need) + " of " +
-                                  std::to_string(layout_.block_size) + " tokens");
-    }
-    for (int64_t j = 0; j < need; ++j) {
-      if (s.block_table[j] < 0 || s.block_table[j] >= num_blocks_) {
-        return InvalidArgumentError(where + "block id " + std::to_string(s.block_table[j]) +
-                                    " is outside the pool [0, " + std::to_string(num_blocks_) +
-                                    ")");
-      }
-    }
-    for (int64_t p = s.position; p < end; ++p) {
-      slots.push_back(int64_t{s.block_table[p / layout_.block_size]} * layout_.block_size +
-                      p % layout_.block_size);
-    }
-  }
-  std::sort(slots.begin(), slots.end());
-  if (std::adjacent_find(slots.begin(), slots.end()) != slots.end()) {
-    return InvalidArgumentError(
-        "two new tokens of the batch write the same KV slot (block " +
-        std::to_string(*std::adjacent_find(slots.begin(), slots.end()) / layout_.block_size) +
-        "); blocks written in one batch must not be shared");
-  }
-  return OkStatus();
+  return ValidateForwardBatch(batch, config_.vocab_size, layout_, num_blocks_);
 }
 
 // Sets FTZ/DAZ on the calling thread for a scope (see kFlushDenormals).
@@ -418,18 +356,7 @@ void CpuBackend::RunLayer(int l, int64_t T) {
 }
 
 Status CpuBackend::CheckBlockList(std::span<const int32_t> blocks, size_t bytes) const {
-  if (bytes != blocks.size() * layout_.BlockBytes()) {
-    return InvalidArgumentError("KV copy of " + std::to_string(blocks.size()) + " blocks needs " +
-                                std::to_string(blocks.size() * layout_.BlockBytes()) +
-                                " bytes, got " + std::to_string(bytes));
-  }
-  for (int32_t b : blocks) {
-    if (b < 0 || b >= num_blocks_) {
-      return InvalidArgumentError("KV block id " + std::to_string(b) + " is outside the pool [0, " +
-                                  std::to_string(num_blocks_) + ")");
-    }
-  }
-  return OkStatus();
+  return CheckKvBlockList(blocks, bytes, layout_, num_blocks_);
 }
 
 Status CpuBackend::ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const {
