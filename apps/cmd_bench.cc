@@ -2,7 +2,7 @@
 // (src/bench/bench.h); `--compare` runs the same workload against a
 // colocated instance and a 1P1D cluster that it starts itself.
 //
-//   crescent bench --base-url http://127.0.0.1:8000 --input-len 256 --output-len 64 \
+//   crescent bench --base-url http://127.0.0.1:8000 --input-len 256 --output-len 64
 //       --num-prompts 100 --request-rate 4 --max-concurrency 16 --json out.json --plot out.svg
 //   crescent bench --compare --input-len 512 --output-len 32 --num-prompts 32 --repeat 3
 #include <signal.h>
