@@ -332,7 +332,8 @@ Status ClusterImpl::Run() {
 
 }  // namespace
 
-StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len) {
+StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len,
+                                      int kv_dtype_bytes) {
   std::string path = model_dir + "/config.json";
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   auto j = nlohmann::json::parse(text, nullptr, false);
@@ -351,7 +352,7 @@ StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_mode
                                        "--local-buffer-size");
   }
   constexpr uint64_t kMiB = 1ull << 20;
-  const uint64_t t = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * 4;
+  const uint64_t t = static_cast<uint64_t>(layers * kv_heads * head_dim) * 2 * kv_dtype_bytes;
   auto mib = [&](uint64_t bytes) { return (bytes + kMiB - 1) / kMiB * kMiB; };
   MemorySizes m;
   m.kv_cache = mib(std::max<uint64_t>(std::clamp<uint64_t>(t * 32768, 16 * kMiB, 1024 * kMiB),
@@ -410,7 +411,9 @@ StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions o) {
   const bool uses_store = o.kv_connector && !o.colocated;
   if (o.kv_cache_memory.empty() ||
       (uses_store && (o.global_segment_size.empty() || o.local_buffer_size.empty()))) {
-    ASSIGN_OR_RETURN(MemorySizes m, AutoMemorySizes(o.model, o.max_model_len));
+    // KV is float32 on the CPU backend, bfloat16 on the CUDA one.
+    ASSIGN_OR_RETURN(MemorySizes m,
+                     AutoMemorySizes(o.model, o.max_model_len, o.device == "cuda" ? 2 : 4));
     auto set = [](std::string& field, uint64_t bytes) {
       if (field.empty()) field = std::to_string(bytes >> 20) + "MiB";
     };

@@ -122,7 +122,9 @@ std::string ExampleCurl(const std::string& base_url, const std::string& model_na
 struct MemorySizes {
   uint64_t kv_cache = 0, segment = 0, buffer = 0;
 };
-StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len);
+// kv_dtype_bytes: 4 for the CPU backend's float32 KV, 2 for CUDA's bf16.
+StatusOr<MemorySizes> AutoMemorySizes(const std::string& model_dir, int max_model_len,
+                                      int kv_dtype_bytes = 4);
 
 // The running binary's path (/proc/self/exe resolved).
 std::string SelfExe();
