@@ -10,15 +10,7 @@
 set -euo pipefail
 CRESCENT=${1:?usage: $0 CRESCENT_BIN}
 cd "$(dirname "$0")/../.."
-if ! command -v node >/dev/null 2>&1; then
-  echo "SKIP: node is not installed (scripts/setup installs it)"; exit 77
-fi
-if [ ! -f .cache/node/node_modules/openai/package.json ]; then
-  echo "SKIP: npm package openai missing in .cache/node (run scripts/setup)"; exit 77
-fi
-if [ ! -f .cache/tokenizer-qwen3/tokenizer.json ]; then
-  echo "SKIP: .cache/tokenizer-qwen3 missing (run scripts/setup)"; exit 77
-fi
+. tests/e2e/openai_prereqs.sh
 tmp=$(mktemp -d)
 up_pid=""
 cleanup() {
