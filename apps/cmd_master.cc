@@ -18,6 +18,7 @@ struct Flags {
   store::MasterServerOptions options;
   std::string config;
   int64_t client_ttl_s = 10;
+  int fast_port = 0;
 };
 
 Status RunMaster(Flags flags, const CLI::App& cmd) {
@@ -49,6 +50,11 @@ Status RunMaster(Flags flags, const CLI::App& cmd) {
   }
   if (given("--metrics-port")) options.metrics_port = f.metrics_port;
   if (given("--cluster-id")) options.cluster_id = f.cluster_id;
+  if (given("--fast-port")) options.fast_port = flags.fast_port;
+  if (options.fast_port.has_value() && *options.fast_port > 65535) {
+    return InvalidArgumentError("--fast-port " + std::to_string(*options.fast_port) +
+                                " is not a port; use 1-65535, 0 for any free port or -1 for off");
+  }
 
   // Signals are taken by a watcher thread; block them before any server
   // thread starts so that they inherit the mask.
@@ -60,8 +66,8 @@ Status RunMaster(Flags flags, const CLI::App& cmd) {
 
   ASSIGN_OR_RETURN(auto server, store::MasterServer::Start(options));
   // Tests and scripts read the bound ports from this line.
-  std::printf("crescent master listening on %s:%u metrics %u\n", options.host.c_str(),
-              server->port(), server->metrics_port());
+  std::printf("crescent master listening on %s:%u metrics %u fast %u\n", options.host.c_str(),
+              server->port(), server->metrics_port(), server->fast_port());
   std::fflush(stdout);
   std::thread watcher([&] {
     int sig = 0;
@@ -109,6 +115,10 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--cluster-id,--cluster_id", o.cluster_id, "Cluster name (metadata key prefix)")
       ->capture_default_str();
+  cmd->add_option("--fast-port,--fast_port", flags->fast_port,
+                  "Port of the lean binary protocol for puts and gets (clients find it through "
+                  "Health); default: --port + 1, or any free port when taken; 0: any free port; "
+                  "-1: off");
   cmd->add_option("--config", flags->config, "JSON file with the same keys as these flags");
   cmd->callback([flags, cmd] { ExitWith(RunMaster(*flags, *cmd)); });
 }

@@ -48,6 +48,8 @@ struct Flags {
   std::string bytes_per_run = "256MB";
   bool tcp = false;
   bool no_redis = false;
+  bool no_fast_port = false;
+  bool no_reservations = false;
 };
 
 std::vector<uint64_t> ParseList(const std::string& text) {
@@ -79,12 +81,21 @@ Status RunMasterMode(const Flags& f) {
     address = "127.0.0.1:" + std::to_string(server->port());
   }
   std::printf("| target | op | objects/s | calls/s |\n|---|---|---|---|\n");
-  for (const std::string& target : {std::string(), address}) {
-    o.master_address = target;
+  struct Target {
+    const char* name;
+    std::string address;
+    bool fast;
+  };
+  for (const Target& target : {Target{"logic (in-process)", "", false},
+                               Target{"fast port", address, true},
+                               Target{"gRPC", address, false}}) {
+    if (target.fast && f.no_fast_port) continue;
+    o.master_address = target.address;
+    o.use_fast_port = target.fast;
     ASSIGN_OR_RETURN(auto results, store::RunMasterBench(o));
     for (const auto& r : results) {
-      std::printf("| %s | %s | %.0f | %.0f |\n", target.empty() ? "logic (in-process)" : "gRPC",
-                  r.op.c_str(), r.ops_per_s, r.rpcs_per_s);
+      std::printf("| %s | %s | %.0f | %.0f |\n", target.name, r.op.c_str(), r.ops_per_s,
+                  r.rpcs_per_s);
     }
     std::fflush(stdout);
   }
@@ -214,6 +225,8 @@ Status RunDataMode(Flags f) {
   store::ClientOptions co;
   co.config = BenchConfig(f, 0, 64 << 20);
   co.tcp_only = f.tcp;
+  co.use_fast_port = !f.no_fast_port;
+  co.use_reservations = !f.no_reservations && !f.no_fast_port;
   ASSIGN_OR_RETURN(auto client, store::Client::Create(co));
   ASSIGN_OR_RETURN(auto store_rows, store::RunStoreDataBench(*client, o));
   client.reset();
@@ -273,6 +286,10 @@ void Setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_flag("--tcp", flags->tcp, "Force tcp between the processes (no shared memory)");
   cmd->add_flag("--no-redis", flags->no_redis, "Skip the Redis reference");
+  cmd->add_flag("--no-fast-port", flags->no_fast_port,
+                "Data mode: every master call over gRPC (as before the fast port)");
+  cmd->add_flag("--no-reservations", flags->no_reservations,
+                "Data mode: every put in two round trips (PutStart, PutEnd)");
   cmd->callback([flags] { ExitWith(RunStoreBench(*flags)); });
 }
 

@@ -55,10 +55,10 @@ Status ClientImpl::Init() {
     return InvalidArgumentError("replica_num must be 1 to " + std::to_string(kMaxReplicaNum));
   }
   master_ = MasterClient::Create(cfg.master_server_address,
-                                 MasterClientOptions{options_.rpc_timeout});
+                                 MasterClientOptions{options_.rpc_timeout, options_.use_fast_port});
   // Up to 2 batch RPCs of each kind in flight: the master has two cores.
   constexpr size_t kMaxItems = 512;
-  constexpr int kInFlight = 2;
+  constexpr int kInFlight = 64;
   put_start_rpc_ = std::make_unique<Coalescer<PutStartArgs, StatusOr<std::vector<Replica>>>>(
       [this](const std::vector<PutStartArgs>& items) {
         auto r = master_->BatchPutStart(items);
@@ -75,6 +75,13 @@ Status ClientImpl::Init() {
           crcs.push_back(c);
         }
         auto r = master_->BatchPutEnd(keys, crcs);
+        if (r.ok()) return std::move(*r);
+        return std::vector<Status>(items.size(), r.status());
+      },
+      kMaxItems, kInFlight);
+  commit_rpc_ = std::make_unique<Coalescer<CommitArgs, Status>>(
+      [this](const std::vector<CommitArgs>& items) {
+        auto r = master_->BatchCommit(items);
         if (r.ok()) return std::move(*r);
         return std::vector<Status>(items.size(), r.status());
       },
@@ -137,6 +144,7 @@ ClientImpl::~ClientImpl() {
   }
   hb_cv_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
+  if (master_) RetireSlab(std::chrono::microseconds(0));
   if (master_ && segment_.length > 0) {
     master_->UnmountSegment(client_id_, segment_name_, segment_.segment_offset).IgnoreError();
   }
@@ -165,7 +173,12 @@ void ClientImpl::HeartbeatLoop() {
         restarted = ping->master_id != master_id_;
         master_id_ = ping->master_id;
       }
-      if (restarted || !ping->result.known) need_remount = true;
+      if (restarted || !ping->result.known) {
+        need_remount = true;
+        RetireSlab(std::chrono::microseconds(0), /*forget=*/true);
+      }
+      // An idle reservation goes back to the pool.
+      RetireSlab(std::chrono::seconds(2));
       if (need_remount) {
         Status s = Remount();
         need_remount = !s.ok();

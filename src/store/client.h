@@ -68,6 +68,12 @@ struct ClientOptions {
   std::chrono::milliseconds rpc_timeout{5000};
   std::chrono::milliseconds transfer_timeout{10000};
   std::chrono::milliseconds ping_interval{1000};
+  // Small single-copy values go into ranges the master reserved for this
+  // client, so a put is one master round trip instead of two (needs the
+  // master's fast port; off: always PutStart/PutEnd).
+  bool use_reservations = true;
+  // The master's fast port when it has one (off: gRPC for every call).
+  bool use_fast_port = true;
 };
 
 struct PutOptions {

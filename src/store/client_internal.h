@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -73,6 +74,33 @@ class ClientImpl final : public Client {
   MasterClient& master() override { return *master_; }
   size_t held_objects() const override;
 
+  // ---- Reservations (client_reserve.cc): one-round-trip puts ----
+  // A range of a master reservation that one value is written into.
+  struct Slab {
+    Reservation r;
+    uint64_t used = 0;        // bytes carved, guarded by slab_mu_
+    int outstanding = 0;      // carved, not yet committed or given up; guarded
+    bool retired = false;     // no more carving; released at outstanding 0
+    int64_t last_use_us = 0;  // guarded by slab_mu_
+  };
+  struct Piece {
+    std::shared_ptr<Slab> slab;
+    uint64_t address = 0;
+  };
+  // A place for `size` bytes in the current reservation (reserving a new
+  // one when it is used up); nullopt: put this value with PutStart/PutEnd.
+  std::optional<Piece> Carve(uint64_t size);
+  // The piece's value was committed (`committed`) or given up; releases a
+  // retired reservation once nothing carved from it is outstanding. `dead`:
+  // the master no longer knows the reservation; `retire`: carve no more
+  // from it (a write into it failed).
+  void Finish(const std::shared_ptr<Slab>& slab, bool committed, bool dead = false,
+              bool retire = false);
+  // Retires the current reservation when idle for `idle` (or always), e.g.
+  // from the heartbeat and on shutdown; `forget`: the master restarted, so
+  // nothing is released.
+  void RetireSlab(std::chrono::microseconds idle, bool forget = false);
+
   // Staging from the local buffer; RESOURCE_EXHAUSTED when it stays full.
   StatusOr<Staging> Stage(uint64_t size);
   void Unstage(uint64_t offset, uint64_t size);
@@ -114,7 +142,10 @@ class ClientImpl final : public Client {
   PutStartArgs MakeArgs(std::string_view key, uint64_t size, const PutOptions& options) const;
   std::vector<Status> PutValues(const std::vector<std::string>& keys,
                                 const std::vector<ConstBuffer>& values,
-                                const std::vector<bool>& registered, const PutOptions& options);
+                                const std::vector<bool>& registered, const PutOptions& options,
+                                bool allow_reservations = true);
+  // Retires `slab` (slab_mu_ held); true when it should be released now.
+  bool RetireLocked(const std::shared_ptr<Slab>& slab);
 
   void HeartbeatLoop();
   Status Remount();
@@ -136,6 +167,11 @@ class ClientImpl final : public Client {
   std::unique_ptr<Coalescer<PutStartArgs, StatusOr<std::vector<Replica>>>> put_start_rpc_;
   std::unique_ptr<Coalescer<PutEndItem, Status>> put_end_rpc_;
   std::unique_ptr<Coalescer<std::string, StatusOr<ObjectInfo>>> get_rpc_;
+
+  std::unique_ptr<Coalescer<CommitArgs, Status>> commit_rpc_;
+  std::mutex slab_mu_;
+  std::shared_ptr<Slab> slab_;     // guarded by slab_mu_: the one carved from
+  int64_t reserve_retry_us_ = 0;   // guarded by slab_mu_: no Reserve before
 
   std::mutex staging_mu_;
   std::condition_variable staging_cv_;

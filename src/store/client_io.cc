@@ -240,7 +240,7 @@ void ClientImpl::ReadObjects(std::vector<ReadItem>& items) {
 std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
                                           const std::vector<ConstBuffer>& values,
                                           const std::vector<bool>& registered,
-                                          const PutOptions& options) {
+                                          const PutOptions& options, bool allow_reservations) {
   const size_t n = keys.size();
   std::vector<Status> out(n);
   if (values.size() != n) {
@@ -248,6 +248,7 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
     return out;
   }
   const uint64_t budget = std::max<uint64_t>(1, local_buffer_size_ / kBatchShareOfLocalBuffer);
+  std::vector<size_t> retry;  // committed into a reservation the master forgot
   for (size_t begin = 0; begin < n;) {
     // One chunk: as many items as fit the staging budget (at least one).
     size_t end = begin;
@@ -272,11 +273,30 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
     }
     begin = end;
     if (idx.empty()) continue;
-    auto starts = put_start_rpc_->Submit(args);
+
+    // Where each value goes: a piece of our reservation (one round trip:
+    // write, Commit) or ranges from PutStart (write, PutEnd).
+    std::vector<std::optional<Piece>> pieces(idx.size());
+    std::vector<StatusOr<std::vector<Replica>>> places(idx.size(), std::vector<Replica>{});
+    std::vector<PutStartArgs> start_args;
+    std::vector<size_t> start_k;
+    for (size_t k = 0; k < idx.size(); ++k) {
+      if (allow_reservations && args[k].replica_num == 1) pieces[k] = Carve(args[k].size);
+      if (pieces[k]) {
+        places[k] = std::vector<Replica>{Replica{pieces[k]->slab->r.segment, pieces[k]->address}};
+      } else {
+        start_args.push_back(args[k]);
+        start_k.push_back(k);
+      }
+    }
+    if (!start_args.empty()) {
+      auto starts = put_start_rpc_->Submit(start_args);
+      for (size_t j = 0; j < start_k.size(); ++j) places[start_k[j]] = std::move(starts[j]);
+    }
     std::vector<WriteItem> items;
     std::vector<size_t> item_idx;
     for (size_t k = 0; k < idx.size(); ++k) {
-      auto& r = starts[k];
+      auto& r = places[k];
       if (!r.ok()) {
         out[idx[k]] = r.status();
         continue;
@@ -288,24 +308,58 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
     std::vector<std::string> end_keys, revoke_keys;
     std::vector<uint32_t> end_crcs;
     std::vector<size_t> end_idx;
+    std::vector<CommitArgs> commits;
+    std::vector<size_t> commit_k;
     for (size_t j = 0; j < items.size(); ++j) {
       const size_t k = item_idx[j];
-      if (items[j].result.ok()) {
+      if (!items[j].result.ok() && pieces[k]) {
+        // The reservation's segment may be gone: stop using it, and put
+        // this value the two-phase way (which places it elsewhere).
+        Finish(pieces[k]->slab, /*committed=*/false, /*dead=*/false, /*retire=*/true);
+        retry.push_back(idx[k]);
+      } else if (!items[j].result.ok()) {
+        out[idx[k]] = items[j].result;
+        revoke_keys.push_back(args[k].key);
+      } else if (pieces[k]) {
+        commits.push_back({pieces[k]->slab->r.id, args[k].key, pieces[k]->address, args[k].size,
+                           crcs[k], args[k].soft_pin});
+        commit_k.push_back(k);
+      } else {
         end_keys.push_back(args[k].key);
         end_crcs.push_back(crcs[k]);
         end_idx.push_back(idx[k]);
-      } else {
-        out[idx[k]] = items[j].result;
-        revoke_keys.push_back(args[k].key);
       }
     }
     if (!revoke_keys.empty()) master_->BatchPutRevoke(revoke_keys).status().IgnoreError();
+    if (!commits.empty()) {
+      auto done = commit_rpc_->Submit(commits);
+      for (size_t j = 0; j < commit_k.size(); ++j) {
+        const size_t k = commit_k[j];
+        // FAILED_PRECONDITION: the master forgot the reservation (it
+        // restarted, or took it back): put this value the two-phase way.
+        const bool dead = done[j].code() == StatusCode::kFailedPrecondition;
+        Finish(pieces[k]->slab, done[j].ok(), dead);
+        if (dead) retry.push_back(idx[k]); else out[idx[k]] = done[j];
+      }
+    }
     if (!end_keys.empty()) {
       std::vector<PutEndItem> end_items;
       for (size_t j = 0; j < end_keys.size(); ++j) end_items.push_back({end_keys[j], end_crcs[j]});
       auto ends = put_end_rpc_->Submit(std::move(end_items));
       for (size_t j = 0; j < end_idx.size(); ++j) out[end_idx[j]] = ends[j];
     }
+  }
+  if (!retry.empty()) {
+    std::vector<std::string> rk;
+    std::vector<ConstBuffer> rv;
+    std::vector<bool> rr;
+    for (size_t i : retry) {
+      rk.push_back(keys[i]);
+      rv.push_back(values[i]);
+      rr.push_back(registered[i]);
+    }
+    auto again = PutValues(rk, rv, rr, options, /*allow_reservations=*/false);
+    for (size_t j = 0; j < retry.size(); ++j) out[retry[j]] = again[j];
   }
   return out;
 }

@@ -2,6 +2,7 @@
 // and eviction are in master_pool.cc.
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "common/logging.h"
 #include "store/master_internal.h"
@@ -61,7 +62,7 @@ std::unique_ptr<MasterCore> MasterCore::Create(const MasterOptions& options, Clo
 }
 
 MasterCoreImpl::MasterCoreImpl(const MasterOptions& options, Clock* clock)
-    : options_(options), clock_(clock) {
+    : options_(options), clock_(clock), reservation_ids_(std::random_device{}()) {
   last_tick_us_ = serving_since_us_ = clock_->NowMicros();
 }
 

@@ -112,6 +112,27 @@ struct PingResult {
   std::vector<SegmentEvent> events;
 };
 
+// A range of one segment handed to one client, which places small values
+// in it itself: each put is then one round trip (write, then Commit)
+// instead of two (PutStart, write, PutEnd). See MasterCore::Reserve.
+struct Reservation {
+  uint64_t id = 0;
+  std::string segment;   // transfer-engine segment name
+  uint64_t address = 0;  // first byte of the range in that segment
+  uint64_t size = 0;     // bytes (a multiple of kAllocAlignment)
+  int64_t ttl_ms = 0;    // unused for this long, the master takes it back
+};
+
+// Publishes a value its writer has placed inside a reservation.
+struct CommitArgs {
+  uint64_t reservation = 0;
+  std::string key;
+  uint64_t address = 0;  // inside the reservation, kAllocAlignment-aligned
+  uint64_t size = 0;     // value bytes, >= 1
+  uint32_t crc32c = 0;
+  bool soft_pin = false;
+};
+
 struct SegmentInfo {
   SegmentSpec spec;
   std::string owner;  // client id
@@ -132,6 +153,8 @@ struct MasterStats {
   uint64_t reclaimed_puts = 0;
   uint64_t expired_clients = 0;
   uint64_t stalls = 0;
+  uint64_t reservations = 0;     // live reservations
+  uint64_t reserved_bytes = 0;   // of those, bytes not yet committed
 };
 
 class MasterCore {
@@ -155,6 +178,27 @@ class MasterCore {
   virtual StatusOr<ObjectInfo> GetReplicaList(std::string_view key) = 0;
   // True for a complete object; no lease.
   virtual StatusOr<bool> Exist(std::string_view key) = 0;
+
+  // ---- Reservations (one-round-trip puts of single-copy values) ----
+  // Allocates up to `size` bytes, at most 1/32 of the pool but never less
+  // than `min_size`, in one live segment (`preferred_segment` first when it
+  // fits, then the emptiest; for `min_size` it evicts as a put would) for
+  // `client_id` alone. The client carves values out of it (aligned to
+  // kAllocAlignment, never overlapping), writes their bytes and publishes
+  // each with Commit. Until then the space is neither readable nor
+  // evictable. A reservation ends by Release, by going unused for
+  // put_timeout, when its client expires or its segment leaves; what was
+  // committed stays, the rest is freed.
+  virtual StatusOr<Reservation> Reserve(std::string_view client_id, uint64_t size,
+                                        uint64_t min_size,
+                                        std::string_view preferred_segment) = 0;
+  // Per item: ALREADY_EXISTS when the key is stored or being written (the
+  // range stays the reservation's); FAILED_PRECONDITION when the
+  // reservation is unknown (released, expired, the master restarted) or the
+  // range is outside it, misaligned or overlaps a committed one;
+  // INVALID_ARGUMENT for a bad key or size. OK: the value is published.
+  virtual std::vector<Status> BatchCommit(const std::vector<CommitArgs>& items) = 0;
+  virtual Status Release(uint64_t reservation) = 0;
 
   // ---- Removal ----
   // FAILED_PRECONDITION while leased or being written.

@@ -82,7 +82,9 @@ StatusOr<std::vector<MasterBenchResult>> RunMasterBench(const MasterBenchOptions
   } else {
     for (int t = 0; t < o.threads; ++t) {
       // One channel (one connection) per thread, as separate clients have.
-      clients.push_back(MasterClient::Create(o.master_address, MasterClientOptions{}, true));
+      clients.push_back(MasterClient::Create(o.master_address,
+                                            MasterClientOptions{.use_fast_port = o.use_fast_port},
+                                            true));
       targets.push_back(std::make_unique<ApiTarget<MasterClient>>(clients.back().get()));
     }
     RETURN_IF_ERROR(clients[0]->MountSegment(client_id, seg).status());

@@ -18,6 +18,7 @@ struct MasterBenchOptions {
   uint64_t keys_per_thread = 20000;
   int batch = 128;             // items per batch RPC
   uint64_t value_size = 4096;  // what each put allocates
+  bool use_fast_port = true;   // false: gRPC for every call
 };
 
 struct MasterBenchResult {

@@ -2,17 +2,69 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <mutex>
+
+#include "store/master_fast_client.h"
 #include "store/proto/master.grpc.pb.h"
 #include "store/proto_convert.h"
 #include "store/store_format.h"
 
 namespace crescent::store {
 
+namespace {
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 struct MasterClient::Impl {
   std::string address;
   MasterClientOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<rpc::Master::Stub> stub;
+
+  std::mutex fast_mu;
+  std::shared_ptr<FastChannel> fast;  // guarded by fast_mu
+  int64_t fast_retry_ms = 0;          // guarded by fast_mu: no discovery before
+
+  // The master's fast port as a channel, discovered through Health; null
+  // when there is none (or it failed recently): use gRPC.
+  std::shared_ptr<FastChannel> Fast() {
+    if (!options.use_fast_port) return nullptr;
+    std::lock_guard lock(fast_mu);
+    if (fast || NowMs() < fast_retry_ms) return fast;
+    rpc::Empty req;
+    rpc::HealthReply resp;
+    if (!Call("Health", &rpc::Master::Stub::Health, req, &resp).ok()) {
+      fast_retry_ms = NowMs() + 1000;
+      return nullptr;
+    }
+    if (resp.fast_port() == 0 || resp.fast_port() > 65535) {
+      fast_retry_ms = NowMs() + 30000;  // an old master, or the port is off
+      return nullptr;
+    }
+    const size_t colon = address.rfind(':');
+    fast = std::make_shared<FastChannel>(address.substr(0, colon),
+                                         static_cast<uint16_t>(resp.fast_port()),
+                                         options.rpc_timeout);
+    return fast;
+  }
+
+  // Whether a fast call's outcome stands. A transport failure drops the
+  // channel (rediscovered next time: the master may have restarted
+  // elsewhere); when nothing was sent the caller goes on with gRPC.
+  template <typename T>
+  bool Stands(const T& result, bool reached, const std::shared_ptr<FastChannel>& used) {
+    if (result.ok() || result.status().code() != StatusCode::kUnavailable) return true;
+    std::lock_guard lock(fast_mu);
+    if (fast == used) {
+      fast.reset();
+      if (!reached) fast_retry_ms = NowMs() + 5000;
+    }
+    return reached;
+  }
 
   // Runs one unary call with the deadline; the one place gRPC errors
   // become Status.
@@ -67,6 +119,10 @@ const std::string& MasterClient::address() const { return impl_->address; }
 using Stub = rpc::Master::Stub;
 
 StatusOr<std::vector<Replica>> MasterClient::PutStart(const PutStartArgs& args) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchPutStart({args}));
+    return std::move(r.at(0));
+  }
   rpc::PutStartItem req;
   ToProto(args, &req);
   rpc::PutStartResult resp;
@@ -78,6 +134,10 @@ StatusOr<std::vector<Replica>> MasterClient::PutStart(const PutStartArgs& args) 
 }
 
 Status MasterClient::PutEnd(std::string_view key, uint32_t crc32c) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchPutEnd({std::string(key)}, {crc32c}));
+    return r.at(0);
+  }
   rpc::PutEndItem req;
   req.set_key(std::string(key));
   req.set_crc32c(crc32c);
@@ -87,6 +147,10 @@ Status MasterClient::PutEnd(std::string_view key, uint32_t crc32c) {
 }
 
 Status MasterClient::PutRevoke(std::string_view key) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchPutRevoke({std::string(key)}));
+    return r.at(0);
+  }
   rpc::KeyRequest req;
   req.set_key(std::string(key));
   rpc::Error resp;
@@ -95,6 +159,10 @@ Status MasterClient::PutRevoke(std::string_view key) {
 }
 
 StatusOr<ObjectInfo> MasterClient::GetReplicaList(std::string_view key) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchGetReplicaList({std::string(key)}));
+    return std::move(r.at(0));
+  }
   rpc::KeyRequest req;
   req.set_key(std::string(key));
   rpc::ObjectReply resp;
@@ -103,6 +171,10 @@ StatusOr<ObjectInfo> MasterClient::GetReplicaList(std::string_view key) {
 }
 
 StatusOr<bool> MasterClient::Exist(std::string_view key) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchExist({std::string(key)}));
+    return std::move(r.at(0));
+  }
   rpc::KeyRequest req;
   req.set_key(std::string(key));
   rpc::ExistReply resp;
@@ -112,6 +184,10 @@ StatusOr<bool> MasterClient::Exist(std::string_view key) {
 }
 
 Status MasterClient::Remove(std::string_view key) {
+  if (impl_->Fast()) {
+    ASSIGN_OR_RETURN(auto r, BatchRemove({std::string(key)}));
+    return r.at(0);
+  }
   rpc::KeyRequest req;
   req.set_key(std::string(key));
   rpc::Error resp;
@@ -144,6 +220,11 @@ std::vector<Status> ErrorsOf(const rpc::BatchErrorReply& resp) {
 
 StatusOr<std::vector<StatusOr<std::vector<Replica>>>> MasterClient::BatchPutStart(
     const std::vector<PutStartArgs>& items) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchPutStart(items, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchPutStartRequest req;
   for (const auto& a : items) ToProto(a, req.add_items());
   rpc::BatchPutStartReply resp;
@@ -164,6 +245,11 @@ StatusOr<std::vector<StatusOr<std::vector<Replica>>>> MasterClient::BatchPutStar
 
 StatusOr<std::vector<Status>> MasterClient::BatchPutEnd(const std::vector<std::string>& keys,
                                                         const std::vector<uint32_t>& crcs) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchPutEnd(keys, crcs, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchPutEndRequest req;
   for (size_t i = 0; i < keys.size() && i < crcs.size(); ++i) {
     auto* item = req.add_items();
@@ -176,6 +262,11 @@ StatusOr<std::vector<Status>> MasterClient::BatchPutEnd(const std::vector<std::s
 }
 
 StatusOr<std::vector<Status>> MasterClient::BatchPutRevoke(const std::vector<std::string>& keys) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchPutRevoke(keys, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchErrorReply resp;
   RETURN_IF_ERROR(impl_->Call("BatchPutRevoke", &Stub::BatchPutRevoke, KeysOf(keys), &resp));
   return ErrorsOf(resp);
@@ -183,6 +274,11 @@ StatusOr<std::vector<Status>> MasterClient::BatchPutRevoke(const std::vector<std
 
 StatusOr<std::vector<StatusOr<ObjectInfo>>> MasterClient::BatchGetReplicaList(
     const std::vector<std::string>& keys) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchGetReplicaList(keys, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchObjectReply resp;
   RETURN_IF_ERROR(
       impl_->Call("BatchGetReplicaList", &Stub::BatchGetReplicaList, KeysOf(keys), &resp));
@@ -194,6 +290,11 @@ StatusOr<std::vector<StatusOr<ObjectInfo>>> MasterClient::BatchGetReplicaList(
 
 StatusOr<std::vector<StatusOr<bool>>> MasterClient::BatchExist(
     const std::vector<std::string>& keys) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchExist(keys, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchExistReply resp;
   RETURN_IF_ERROR(impl_->Call("BatchExist", &Stub::BatchExist, KeysOf(keys), &resp));
   std::vector<StatusOr<bool>> out;
@@ -206,6 +307,11 @@ StatusOr<std::vector<StatusOr<bool>>> MasterClient::BatchExist(
 }
 
 StatusOr<std::vector<Status>> MasterClient::BatchRemove(const std::vector<std::string>& keys) {
+  if (auto fast = impl_->Fast()) {
+    bool reached = false;
+    auto r = fast->BatchRemove(keys, &reached);
+    if (impl_->Stands(r, reached, fast)) return r;
+  }
   rpc::BatchErrorReply resp;
   RETURN_IF_ERROR(impl_->Call("BatchRemove", &Stub::BatchRemove, KeysOf(keys), &resp));
   return ErrorsOf(resp);
@@ -265,7 +371,49 @@ StatusOr<MasterHealth> MasterClient::Health() {
   h.stats.total_bytes = resp.total_bytes();
   h.stats.segments = resp.segments();
   h.stats.clients = resp.clients();
+  h.fast_port = static_cast<uint16_t>(resp.fast_port());
   return h;
+}
+
+StatusOr<Reservation> MasterClient::Reserve(std::string_view client_id, uint64_t size,
+                                            uint64_t min_size,
+                                            std::string_view preferred_segment) {
+  auto fast = impl_->Fast();
+  if (!fast) {
+    return UnimplementedError("reservations need the master's fast port, which is off or "
+                              "unreachable; put with PutStart/PutEnd");
+  }
+  bool reached = false;
+  auto r = fast->Reserve(std::string(client_id), size, min_size, std::string(preferred_segment),
+                         &reached);
+  impl_->Stands(r, reached, fast);
+  return r;
+}
+
+StatusOr<std::vector<Status>> MasterClient::BatchCommit(const std::vector<CommitArgs>& items) {
+  auto fast = impl_->Fast();
+  if (!fast) {
+    return UnavailableError("the master's fast port became unreachable; its reservations are "
+                            "unknown to gRPC");
+  }
+  bool reached = false;
+  auto r = fast->BatchCommit(items, &reached);
+  impl_->Stands(r, reached, fast);
+  return r;
+}
+
+Status MasterClient::Release(uint64_t reservation) {
+  auto fast = impl_->Fast();
+  if (!fast) return UnavailableError("the master's fast port is unreachable");
+  bool reached = false;
+  Status s = fast->Release(reservation, &reached);
+  impl_->Stands(StatusOr<bool>(s.ok() ? StatusOr<bool>(true) : StatusOr<bool>(s)), reached, fast);
+  return s;
+}
+
+bool MasterClient::using_fast_port() const {
+  std::lock_guard lock(impl_->fast_mu);
+  return impl_->fast != nullptr;
 }
 
 StatusOr<ObjectInfo> MasterClient::QueryKey(std::string_view key) {

@@ -6,6 +6,12 @@
 // answer within rpc_timeout) when the master cannot be reached: the one
 // place gRPC errors become Status.
 //
+// The hot calls (puts, gets, exists, removes, reservations) go over the
+// master's fast port (master_fast_client.h) when the master advertises one
+// in its Health reply, and over gRPC otherwise; the rest always use gRPC.
+// A fast port that cannot be connected to is retried after a pause, and
+// meanwhile gRPC serves.
+//
 // gRPC stays out of this header.
 //
 // Thread safety: all methods may be called concurrently (one channel).
@@ -24,6 +30,9 @@ namespace crescent::store {
 
 struct MasterClientOptions {
   std::chrono::milliseconds rpc_timeout{5000};
+  // Use the master's fast port when it has one (benchmarks turn it off to
+  // compare with gRPC alone).
+  bool use_fast_port = true;
 };
 
 struct PingReply {
@@ -36,6 +45,7 @@ struct MasterHealth {
   std::string master_id;
   std::string cluster_id;
   MasterStats stats;  // keys, allocated/total bytes, segments, clients
+  uint16_t fast_port = 0;  // 0: the master serves no fast port
 };
 
 class MasterClient {
@@ -70,6 +80,15 @@ class MasterClient {
       const std::vector<std::string>& keys);
   StatusOr<std::vector<StatusOr<bool>>> BatchExist(const std::vector<std::string>& keys);
   StatusOr<std::vector<Status>> BatchRemove(const std::vector<std::string>& keys);
+
+  // Reservations (MasterCore::Reserve): fast port only; UNIMPLEMENTED
+  // when the master has none (then put with PutStart/PutEnd).
+  StatusOr<Reservation> Reserve(std::string_view client_id, uint64_t size, uint64_t min_size,
+                                std::string_view preferred_segment);
+  StatusOr<std::vector<Status>> BatchCommit(const std::vector<CommitArgs>& items);
+  Status Release(uint64_t reservation);
+  // True when calls currently go over the fast port (after a first call).
+  bool using_fast_port() const;
 
   StatusOr<uint64_t> MountSegment(std::string_view client_id, const SegmentSpec& spec,
                                   const std::vector<SegmentObject>& objects = {});

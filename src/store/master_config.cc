@@ -72,12 +72,15 @@ StatusOr<MasterServerOptions> LoadMasterConfig(std::string_view path,
     } else if (key == "metrics_port") {
       RETURN_IF_ERROR(Read(v, key, path, &i));
       o.metrics_port = static_cast<uint16_t>(i);
+    } else if (key == "fast_port") {
+      RETURN_IF_ERROR(Read(v, key, path, &i));
+      o.fast_port = static_cast<int>(i);
     } else if (key == "enable_metric_reporting" || key == "enable_metrics") {
       RETURN_IF_ERROR(Read(v, key, path, &o.enable_metrics));
     } else {
       return InvalidArgumentError(std::string(path) + ": unknown key '" + raw_key +
                                   "'; known: port, eviction_high_watermark_ratio, eviction_ratio, "
-                                  "default_kv_lease_ttl, client_ttl, put_timeout, cluster_id, "
+                                  "default_kv_lease_ttl, client_ttl, put_timeout, cluster_id, fast_port, "
                                   "enable_http_metadata_server, http_metadata_server_port, "
                                   "metrics_port");
     }

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <unordered_map>
 
 #include "store/master.h"
@@ -70,6 +71,16 @@ struct PendingPut {
   std::string key;
 };
 
+struct ReservationState {
+  std::string client_id;
+  uint32_t segment = 0;
+  uint64_t offset = 0;  // in the segment
+  uint64_t size = 0;    // rounded
+  std::map<uint64_t, uint64_t> committed;  // offset -> rounded size
+  uint64_t committed_bytes = 0;
+  int64_t deadline_us = 0;  // renewed by every commit
+};
+
 }  // namespace crescent::store::internal
 
 namespace crescent::store {
@@ -104,6 +115,10 @@ class MasterCoreImpl final : public MasterCore {
   std::vector<SegmentInfo> ListSegments() override;
   std::vector<std::string> ListKeys(std::string_view prefix, size_t limit) override;
   MasterStats Stats() override;
+  StatusOr<Reservation> Reserve(std::string_view client_id, uint64_t size, uint64_t min_size,
+                                std::string_view preferred_segment) override;
+  std::vector<Status> BatchCommit(const std::vector<CommitArgs>& items) override;
+  Status Release(uint64_t reservation) override;
 
  private:
   using ObjectMap =
@@ -128,6 +143,15 @@ class MasterCoreImpl final : public MasterCore {
   void DropSegment(uint32_t index);
   void ExpireClients(int64_t now);
   void ReclaimPuts(int64_t now);
+  // Reservations (master_reserve.cc).
+  Status CommitLocked(const CommitArgs& args, int64_t now);
+  // Frees what the reservation did not commit (when its segment is live)
+  // and forgets it.
+  void EndReservation(std::unordered_map<uint64_t, internal::ReservationState>::iterator it);
+  void ReclaimReservations(int64_t now);
+  // Forgets every reservation on segment `index` (it is being dropped).
+  void DropReservationsOn(uint32_t index);
+  void DropReservationsOf(const std::string& client_id);
   void Notify(const internal::Object& o, const internal::Placement& p, bool added);
   Replica ToReplica(const internal::Placement& p) const;
   std::vector<SegmentEvent> SnapshotFor(const internal::Client& c);
@@ -154,6 +178,9 @@ class MasterCoreImpl final : public MasterCore {
   int64_t last_tick_us_ = 0;
   int64_t serving_since_us_ = 0;
   MasterStats counters_;  // evicted_*, reclaimed_puts, expired_clients, stalls
+  std::unordered_map<uint64_t, internal::ReservationState> reservations_;
+  uint64_t reserved_bytes_ = 0;  // reserved and not committed
+  std::mt19937_64 reservation_ids_;  // random: ids never repeat across restarts
 };
 
 }  // namespace crescent::store

@@ -141,6 +141,7 @@ StatusOr<uint64_t> MasterCoreImpl::MountSegment(std::string_view client_id,
 }
 
 void MasterCoreImpl::DropSegment(uint32_t index) {
+  DropReservationsOn(index);
   auto& seg = segments_[index];
   const uint64_t rounded_unit = kAllocAlignment;
   for (auto it = objects_.begin(); it != objects_.end();) {
@@ -240,6 +241,7 @@ void MasterCoreImpl::ExpireClients(int64_t now) {
     if (now - it->second.last_ping_us > options_.client_ttl_ms * 1000) {
       spdlog::warn("master: client {} silent for {} ms; dropping its {} segment(s)", it->first,
                    (now - it->second.last_ping_us) / 1000, it->second.segments.size());
+      DropReservationsOf(it->first);
       const auto segs = it->second.segments;
       for (uint32_t index : segs) DropSegment(index);
       clients_.erase(it);
@@ -260,6 +262,7 @@ void MasterCoreImpl::Tick() {
   }
   last_tick_us_ = now;
   ReclaimPuts(now);
+  ReclaimReservations(now);
   ExpireClients(now);
   MaybeEvictAboveWatermark(now);
 }
@@ -316,6 +319,8 @@ MasterStats MasterCoreImpl::Stats() {
   s.total_bytes = total_bytes_;
   s.segments = segment_index_.size();
   s.clients = clients_.size();
+  s.reservations = reservations_.size();
+  s.reserved_bytes = reserved_bytes_;
   return s;
 }
 

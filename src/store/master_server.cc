@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "store/master_fast_server.h"
 #include "store/master_http.h"
 #include "store/master_service.h"
 
@@ -30,8 +31,24 @@ class MasterServerImpl final : public MasterServer {
   ~MasterServerImpl() override { Shutdown(); }
 
   Status Init() {
+    if (options_.fast_port.has_value() && *options_.fast_port >= 0) {
+      ASSIGN_OR_RETURN(fast_, FastServer::Start(options_.host,
+                                                static_cast<uint16_t>(*options_.fast_port),
+                                                core_.get(), &counters_));
+    } else if (!options_.fast_port.has_value()) {
+      // Clients find the port through Health, so when port + 1 is taken
+      // any free port will do.
+      auto fast = FastServer::Start(options_.host,
+                                    options_.port == 0 || options_.port == 65535
+                                        ? 0
+                                        : static_cast<uint16_t>(options_.port + 1),
+                                    core_.get(), &counters_);
+      if (!fast.ok()) fast = FastServer::Start(options_.host, 0, core_.get(), &counters_);
+      if (!fast.ok()) return fast.status();
+      fast_ = std::move(*fast);
+    }
     service_ = NewMasterService(core_.get(), &counters_, master_id_, options_.cluster_id,
-                                options_.master.client_ttl_ms);
+                                options_.master.client_ttl_ms, fast_port());
     grpc::ServerBuilder builder;
     int bound = 0;
     const std::string address = options_.host + ":" + std::to_string(options_.port);
@@ -54,13 +71,16 @@ class MasterServerImpl final : public MasterServer {
       }
       http_ = std::move(*http);
     }
-    spdlog::info("master {} serving gRPC on {}:{} (cluster {}), metrics on port {}", master_id_,
-                 options_.host, port_, options_.cluster_id, metrics_port());
+    spdlog::info("master {} serving gRPC on {}:{} and the fast port on {} (cluster {}), metrics "
+                 "on port {}",
+                 master_id_, options_.host, port_, fast_port(), options_.cluster_id,
+                 metrics_port());
     return OkStatus();
   }
 
   uint16_t port() const override { return port_; }
   uint16_t metrics_port() const override { return http_ ? http_->metrics_port() : 0; }
+  uint16_t fast_port() const override { return fast_ ? fast_->port() : 0; }
   std::string metadata_url() const override {
     if (!http_ || http_->metadata_port() == 0) return "";
     const std::string host = options_.host == "0.0.0.0" ? "127.0.0.1" : options_.host;
@@ -91,6 +111,10 @@ class MasterServerImpl final : public MasterServer {
           s.expired_clients, "counter");
     gauge("crescent_master_stalls_total", "Times the master found itself stalled.", s.stalls,
           "counter");
+    gauge("crescent_master_reservations", "Live reservations (one-round-trip puts).",
+          s.reservations);
+    gauge("crescent_master_reserved_bytes", "Bytes reserved by clients and not yet committed.",
+          s.reserved_bytes);
     const char* families[][2] = {
         {"crescent_master_rpc_requests_total", "RPCs served, by method."},
         {"crescent_master_rpc_failures_total", "RPCs with a non-OK outcome, by method."},
@@ -116,6 +140,7 @@ class MasterServerImpl final : public MasterServer {
     }
     cv_.notify_all();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    fast_.reset();
     if (tick_thread_.joinable()) tick_thread_.join();
     http_.reset();
     std::lock_guard lock(mu_);
@@ -146,6 +171,7 @@ class MasterServerImpl final : public MasterServer {
   RpcCounters counters_;
   std::unique_ptr<rpc::Master::CallbackService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<FastServer> fast_;
   std::unique_ptr<MasterHttp> http_;
   uint16_t port_ = 0;
   std::thread tick_thread_;

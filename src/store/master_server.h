@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,10 @@ namespace crescent::store {
 struct MasterServerOptions {
   std::string host = "0.0.0.0";               // listen address for gRPC and HTTP
   uint16_t port = kDefaultMasterPort;         // gRPC; 0 picks a free port
+  // The fast port (fast_wire.h: the hot RPCs without gRPC's cost), which
+  // clients discover through Health. Unset: port + 1, or a free port when
+  // that is taken; 0: a free port; -1: off.
+  std::optional<int> fast_port;
   MasterOptions master;                       // eviction, leases, client ttl
   std::string cluster_id = "crescent";        // namespaces the metadata keys
   bool enable_http_metadata_server = false;
@@ -46,7 +51,7 @@ struct MasterServerOptions {
 // "eviction_high_watermark_ratio": 0.9, "eviction_ratio": 0.05,
 // "default_kv_lease_ttl": 10000, "client_ttl": 10, "cluster_id": "c",
 // "enable_http_metadata_server": true, "http_metadata_server_port": 8080,
-// "metrics_port": 9003, "put_timeout": 30000}. Unknown keys are errors
+// "metrics_port": 9003, "put_timeout": 30000, "fast_port": 50052}. Unknown keys are errors
 // that name the key. Values not in the file stay as in `base`.
 StatusOr<MasterServerOptions> LoadMasterConfig(std::string_view path,
                                                const MasterServerOptions& base);
@@ -60,6 +65,7 @@ class MasterServer {
 
   virtual uint16_t port() const = 0;
   virtual uint16_t metrics_port() const = 0;  // 0 when disabled
+  virtual uint16_t fast_port() const = 0;     // 0 when off
   // "http://host:port/metadata" of the hosted metadata service, "" when off.
   virtual std::string metadata_url() const = 0;
   // Random per process start: clients notice a restart by it changing.

@@ -6,8 +6,11 @@
 
 #include "common/http.h"
 #include "common/testutil.h"
+#include "store/fast_wire.h"
 #include "store/master_client.h"
+#include "store/master_fast_client.h"
 #include "store/master_server.h"
+#include "transfer/net_util.h"
 
 namespace crescent::store {
 namespace {
@@ -36,10 +39,17 @@ struct MasterProcess {
   bool ready = false;
 };
 
+// gRPC alone: the full API, as clients without the fast port see it.
+MasterClientOptions GrpcOnly() {
+  MasterClientOptions o;
+  o.use_fast_port = false;
+  return o;
+}
+
 TEST(MasterServerTest, ServesTheObjectLifecycleOverGrpc) {
   MasterProcess m;
   ASSERT_TRUE(m.ready);
-  auto c = MasterClient::Create(m.address());
+  auto c = MasterClient::Create(m.address(), GrpcOnly());
   ASSERT_TRUE(c->MountSegment("c1", {"seg", 4096, 1 << 20}).ok());
   auto reps = c->PutStart({"k", 100, 1, false, ""});
   ASSERT_TRUE(reps.ok()) << reps.status().ToString();
@@ -68,7 +78,7 @@ TEST(MasterServerTest, HttpServesMetricsHealthKeysAndSegments) {
   MasterProcess m;
   ASSERT_TRUE(m.ready);
   ASSERT_TRUE(WaitForPort(m.metrics_port, std::chrono::seconds(5)));
-  auto c = MasterClient::Create(m.address());
+  auto c = MasterClient::Create(m.address(), GrpcOnly());
   ASSERT_TRUE(c->MountSegment("c1", {"seg", 0, 1 << 20}).ok());
   ASSERT_TRUE(c->PutStart({"a/b c", 100, 1, false, ""}).ok());
   ASSERT_TRUE(c->PutEnd("a/b c", 0xabcdef01).ok());
@@ -97,6 +107,104 @@ TEST(MasterServerTest, HttpServesMetricsHealthKeysAndSegments) {
   auto segs = h.Get("/segments");
   ASSERT_TRUE(segs.ok());
   EXPECT_NE(segs->body.find("\"owner\":\"c1\""), std::string::npos) << segs->body;
+}
+
+TEST(MasterServerTest, HotCallsAndReservationsGoOverTheFastPort) {
+  MasterProcess m;
+  ASSERT_TRUE(m.ready);
+  auto c = MasterClient::Create(m.address());
+  ASSERT_TRUE(c->MountSegment("c1", {"seg", 4096, 1 << 20}).ok());
+  auto health = c->Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_NE(health->fast_port, 0);
+  // The same lifecycle as over gRPC, with the same outcomes.
+  auto reps = c->PutStart({"k", 100, 1, false, ""});
+  ASSERT_TRUE(reps.ok()) << reps.status().ToString();
+  EXPECT_TRUE(c->using_fast_port());
+  EXPECT_EQ((*reps)[0].segment, "seg");
+  ASSERT_TRUE(c->PutEnd("k", 77).ok());
+  auto info = c->GetReplicaList("k");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->crc32c, 77u);
+  EXPECT_EQ(info->replicas[0].address, (*reps)[0].address);
+  EXPECT_GT(info->lease_ms, 0);
+  EXPECT_EQ(c->GetReplicaList("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(c->PutStart({"", 1, 1, false, ""}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->PutStart({"k", 1, 1, false, ""}).status().code(), StatusCode::kAlreadyExists);
+  auto batch = c->BatchExist({"k", "nope"});
+  ASSERT_TRUE(batch.ok());
+  EXPECT_TRUE(*(*batch)[0]);
+  EXPECT_FALSE(*(*batch)[1]);
+  // A reservation, two values committed into it, the rest released.
+  auto r = c->Reserve("c1", 8192, 8192, "seg");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto done = c->BatchCommit({{r->id, "r1", r->address, 10, 1, false},
+                              {r->id, "k", r->address + 64, 10, 2, false},
+                              {r->id, "r2", r->address + 128, 10, 3, false}});
+  ASSERT_TRUE(done.ok());
+  EXPECT_TRUE((*done)[0].ok());
+  EXPECT_EQ((*done)[1].code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE((*done)[2].ok());
+  EXPECT_TRUE(c->Release(r->id).ok());
+  EXPECT_EQ(c->Release(r->id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(c->GetReplicaList("r2")->crc32c, 3u);
+  ASSERT_TRUE(c->Remove("r1").ok());
+  EXPECT_EQ(c->Health()->stats.allocated_bytes, 128u + 64u);
+
+  http::Client h("127.0.0.1", m.metrics_port);
+  ASSERT_TRUE(WaitForPort(m.metrics_port, std::chrono::seconds(5)));
+  auto metrics = h.Get("/metrics");
+  ASSERT_TRUE(metrics.ok());
+  for (const char* line : {"crescent_master_rpc_items_total{method=\"Commit\"} 3",
+                           "crescent_master_rpc_failures_total{method=\"Commit\"} 1",
+                           "crescent_master_rpc_requests_total{method=\"Reserve\"} 1",
+                           "crescent_master_reservations 0"}) {
+    EXPECT_NE(metrics->body.find(line), std::string::npos) << line << "\n" << metrics->body;
+  }
+}
+
+TEST(MasterServerTest, GarbageOnTheFastPortHurtsOnlyItsOwnConnection) {
+  MasterProcess m;
+  ASSERT_TRUE(m.ready);
+  auto c = MasterClient::Create(m.address());
+  auto health = c->Health();
+  ASSERT_TRUE(health.ok());
+  ASSERT_NE(health->fast_port, 0);
+  // An unknown method gets an error reply; a frame claiming 1 GiB closes
+  // its connection.
+  FastChannel raw("127.0.0.1", health->fast_port, std::chrono::milliseconds(2000));
+  bool reached = false;
+  auto unknown = raw.Call(200, "xyz", &reached);
+  EXPECT_EQ(unknown.status().code(), StatusCode::kUnimplemented) << unknown.status().ToString();
+  auto truncated = raw.Call(wire::kExist, std::string("\x05\x00\x00\x00", 4), &reached);
+  EXPECT_EQ(truncated.status().code(), StatusCode::kInvalidArgument);
+  {
+    auto fd = transfer::ConnectTcp("127.0.0.1", health->fast_port, std::chrono::seconds(2), 0);
+    ASSERT_TRUE(fd.ok());
+    std::string header;
+    wire::AppendHeader(&header, 1u << 30, 1, wire::kExist);
+    ASSERT_TRUE(transfer::SendAll(fd->get(), header.data(), header.size(), "test").ok());
+    char byte;
+    transfer::SetSocketTimeouts(fd->get(), std::chrono::milliseconds(2000));
+    EXPECT_FALSE(transfer::RecvAll(fd->get(), &byte, 1, "test").ok());
+  }
+  auto exist = c->Exist("k");
+  ASSERT_TRUE(exist.ok()) << exist.status().ToString();
+  EXPECT_FALSE(*exist);
+  EXPECT_TRUE(c->using_fast_port());
+}
+
+TEST(MasterServerTest, WithoutAFastPortClientsUseGrpcAndCannotReserve) {
+  MasterProcess m({"--fast-port", "-1"});
+  ASSERT_TRUE(m.ready);
+  auto c = MasterClient::Create(m.address());
+  ASSERT_TRUE(c->MountSegment("c1", {"seg", 4096, 1 << 20}).ok());
+  EXPECT_EQ(c->Health()->fast_port, 0);
+  ASSERT_TRUE(c->PutStart({"k", 100, 1, false, ""}).ok());
+  ASSERT_TRUE(c->PutEnd("k", 77).ok());
+  EXPECT_TRUE(c->Exist("k").value_or(false));
+  EXPECT_FALSE(c->using_fast_port());
+  EXPECT_EQ(c->Reserve("c1", 8192, 8192, "").status().code(), StatusCode::kUnimplemented);
 }
 
 TEST(MasterServerTest, UnreachableMasterIsUnavailableNamingTheAddress) {

@@ -14,15 +14,16 @@ const char* const kRpcNames[] = {
     "PutStart", "PutEnd", "PutRevoke", "GetReplicaList", "Exist", "Remove", "RemoveAll",
     "BatchPutStart", "BatchPutEnd", "BatchPutRevoke", "BatchGetReplicaList", "BatchExist",
     "BatchRemove", "MountSegment", "UnmountSegment", "Ping", "Health", "QueryKey",
-    "ListSegments", "ListKeys"};
+    "ListSegments", "ListKeys", "Reserve", "Commit", "Release"};
 static_assert(sizeof(kRpcNames) / sizeof(kRpcNames[0]) == static_cast<int>(MasterRpc::kCount));
 
 class MasterServiceImpl final : public rpc::Master::CallbackService {
  public:
   MasterServiceImpl(MasterCore* core, RpcCounters* counters, std::string master_id,
-                    std::string cluster_id, int64_t client_ttl_ms)
+                    std::string cluster_id, int64_t client_ttl_ms, uint16_t fast_port)
       : core_(core), counters_(counters), master_id_(std::move(master_id)),
-        cluster_id_(std::move(cluster_id)), client_ttl_ms_(client_ttl_ms) {}
+        cluster_id_(std::move(cluster_id)), client_ttl_ms_(client_ttl_ms),
+        fast_port_(fast_port) {}
 
   ServerUnaryReactor* PutStart(CallbackServerContext* ctx, const rpc::PutStartItem* req,
                                rpc::PutStartResult* resp) override {
@@ -188,6 +189,7 @@ class MasterServiceImpl final : public rpc::Master::CallbackService {
     resp->set_total_bytes(s.total_bytes);
     resp->set_segments(s.segments);
     resp->set_clients(s.clients);
+    resp->set_fast_port(fast_port_);
     return Done(ctx, MasterRpc::kHealth, true);
   }
 
@@ -251,6 +253,7 @@ class MasterServiceImpl final : public rpc::Master::CallbackService {
   const std::string master_id_;
   const std::string cluster_id_;
   const int64_t client_ttl_ms_;
+  const uint16_t fast_port_;
 };
 
 }  // namespace
@@ -261,9 +264,10 @@ std::unique_ptr<rpc::Master::CallbackService> NewMasterService(MasterCore* core,
                                                                 RpcCounters* counters,
                                                                 std::string master_id,
                                                                 std::string cluster_id,
-                                                                int64_t client_ttl_ms) {
+                                                                int64_t client_ttl_ms,
+                                                                uint16_t fast_port) {
   return std::make_unique<MasterServiceImpl>(core, counters, std::move(master_id),
-                                             std::move(cluster_id), client_ttl_ms);
+                                             std::move(cluster_id), client_ttl_ms, fast_port);
 }
 
 }  // namespace crescent::store
