@@ -44,6 +44,7 @@ struct Flags {
   std::string sizes = "4096,262144,1048576";
   std::string clients = "1,8,32";
   int runs = 3;
+  int warmup = 1;
   std::string segment_size = "1GB";
   std::string bytes_per_run = "256MB";
   bool tcp = false;
@@ -195,6 +196,7 @@ Status RunDataMode(Flags f) {
   o.clients.clear();
   for (uint64_t c : ParseList(f.clients)) o.clients.push_back(static_cast<int>(c));
   o.runs = f.runs;
+  o.warmup_runs = f.warmup;
   ASSIGN_OR_RETURN(o.bytes_per_run, ParseSize(f.bytes_per_run));
   // A master in this process, with a short read lease so that each run can
   // clear the pool after its reads.
@@ -246,7 +248,8 @@ Status RunDataMode(Flags f) {
   }
   std::map<std::tuple<std::string, uint64_t, int>, store::DataBenchRow> redis_by;
   for (const auto& r : redis_rows) redis_by[{r.op, r.size, r.clients}] = r;
-  std::printf("transport: %s; medians of %d runs\n", f.tcp ? "tcp" : "shared memory", o.runs);
+  std::printf("transport: %s; medians of %d runs after %d warm-up run(s)\n",
+              f.tcp ? "tcp" : "shared memory", o.runs, o.warmup_runs);
   std::printf("| op | value | clients | crescent ops/s | crescent GB/s | redis ops/s | redis GB/s | ratio |\n"
               "|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : store_rows) {
@@ -280,6 +283,8 @@ void Setup(CLI::App& root) {
   cmd->add_option("--sizes", flags->sizes, "Value sizes (data mode)")->capture_default_str();
   cmd->add_option("--clients", flags->clients, "Concurrent clients (data mode)")->capture_default_str();
   cmd->add_option("--runs", flags->runs, "Runs per point; medians reported")->capture_default_str();
+  cmd->add_option("--warmup", flags->warmup, "Unmeasured runs first, for both systems")
+      ->capture_default_str();
   cmd->add_option("--segment-size", flags->segment_size, "Memory the holder contributes")
       ->capture_default_str();
   cmd->add_option("--bytes-per-run", flags->bytes_per_run, "Bytes each phase moves")

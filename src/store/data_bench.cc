@@ -85,7 +85,7 @@ StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client, const Data
       }
       const uint64_t ops = OpsFor(o, size);
       std::vector<double> put_ops, get_ops;
-      for (int run = 0; run < o.runs; ++run) {
+      for (int run = -o.warmup_runs; run < o.runs; ++run) {
         const std::string prefix = "bench/" + std::to_string(size) + "/" +
                                    std::to_string(clients) + "/" + std::to_string(run) + "/";
         ASSIGN_OR_RETURN(double put_s, Timed(clients, ops, [&](int t, uint64_t i) {
@@ -95,8 +95,10 @@ StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client, const Data
           auto r = client.GetInto(prefix + std::to_string(i), MutableBuffer{dst[t].data(), size});
           return r.status();
         }));
-        put_ops.push_back(double(ops) / put_s);
-        get_ops.push_back(double(ops) / get_s);
+        if (run >= 0) {
+          put_ops.push_back(double(ops) / put_s);
+          get_ops.push_back(double(ops) / get_s);
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(o.settle_ms));
         client.RemoveAll().status().IgnoreError();
       }
@@ -122,7 +124,7 @@ StatusOr<std::vector<DataBenchRow>> RunRedisDataBench(const std::string& host, u
     for (int clients : o.clients) {
       const uint64_t ops = OpsFor(o, size);
       std::vector<double> put_ops, get_ops;
-      for (int run = 0; run < o.runs; ++run) {
+      for (int run = -o.warmup_runs; run < o.runs; ++run) {
         const std::string cmd = "redis-benchmark -h " + host + " -p " + std::to_string(port) +
                                 " -t set,get -d " + std::to_string(size) + " -n " +
                                 std::to_string(ops) + " -c " + std::to_string(clients) +
@@ -130,13 +132,17 @@ StatusOr<std::vector<DataBenchRow>> RunRedisDataBench(const std::string& host, u
         FILE* pipe = popen(cmd.c_str(), "r");
         if (pipe == nullptr) return ErrnoToStatus(errno, "running redis-benchmark");
         char line[512];
+        std::vector<double> set_rps, get_rps;
         while (std::fgets(line, sizeof(line), pipe)) {
           double rps = 0;
-          if (std::sscanf(line, "\"SET\",\"%lf\"", &rps) == 1) put_ops.push_back(rps);
-          if (std::sscanf(line, "\"GET\",\"%lf\"", &rps) == 1) get_ops.push_back(rps);
+          if (std::sscanf(line, "\"SET\",\"%lf\"", &rps) == 1) set_rps.push_back(rps);
+          if (std::sscanf(line, "\"GET\",\"%lf\"", &rps) == 1) get_rps.push_back(rps);
         }
-        if (pclose(pipe) != 0 || put_ops.size() != size_t(run + 1) ||
-            get_ops.size() != size_t(run + 1)) {
+        if (run >= 0) {
+          put_ops.insert(put_ops.end(), set_rps.begin(), set_rps.end());
+          get_ops.insert(get_ops.end(), get_rps.begin(), get_rps.end());
+        }
+        if (pclose(pipe) != 0 || set_rps.size() != 1 || get_rps.size() != 1) {
           return UnavailableError("redis-benchmark against " + host + ":" + std::to_string(port) +
                                   " failed; is redis-tools installed and redis-server running?");
         }

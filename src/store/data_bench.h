@@ -20,6 +20,9 @@ struct DataBenchOptions {
   std::vector<uint64_t> sizes = {4096, 256 << 10, 1 << 20};
   std::vector<int> clients = {1, 8, 32};
   int runs = 3;
+  // Unmeasured runs first (both systems): fresh buffers and mappings fault
+  // their pages in, which on VMs costs ~10 us per page.
+  int warmup_runs = 1;
   // Each run moves about this many bytes per phase (fewer ops for large
   // values), at most max_ops and at least min_ops operations.
   uint64_t bytes_per_run = 256ull << 20;

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <list>
@@ -39,6 +40,11 @@ namespace f = format;
 namespace {
 
 constexpr size_t kControlBytes = f::kShmMaxBuffers * sizeof(uint32_t);
+#ifdef MADV_POPULATE_WRITE
+constexpr int kMadvPopulateWrite = MADV_POPULATE_WRITE;
+#else
+constexpr int kMadvPopulateWrite = 23;  // Linux 5.14
+#endif
 
 // A mapping of a peer's buffer; unmapped when the last user lets go.
 struct Mapping {
@@ -172,6 +178,7 @@ class ShmChannel final : public Channel {
 
  private:
   StatusOr<std::shared_ptr<Mapping>> Map(uint32_t id);
+  static void PopulateInBackground(std::shared_ptr<Mapping> m);
   bool Live(uint32_t id) const {
     return control_[id].load(std::memory_order_seq_cst) == f::kShmBufferLive;
   }
@@ -277,7 +284,24 @@ StatusOr<std::shared_ptr<Mapping>> ShmChannel::Map(uint32_t id) {
   m->base = static_cast<uint8_t*>(p);
   m->length = reply.length;
   mappings_[id] = m;
+  PopulateInBackground(m);
   return m;
+}
+
+void ShmChannel::PopulateInBackground(std::shared_ptr<Mapping> m) {
+  // The first touch of each page through a new mapping is a page fault;
+  // on VMs each costs ~10 us (a 256 KiB copy into fresh pages runs at
+  // ~0.3 GB/s instead of ~17). Filling the page tables in bulk costs ~0.1 s
+  // per GiB, off the transfer path. Stops once nobody else holds the
+  // mapping (the target died or the channel closed).
+  std::thread([m = std::move(m)] {
+    constexpr uint64_t kChunk = 64 << 20;
+    for (uint64_t at = 0; at < m->length && m.use_count() > 1; at += kChunk) {
+      if (::madvise(m->base + at, std::min(kChunk, m->length - at), kMadvPopulateWrite) != 0) {
+        break;  // an old kernel (before 5.14): pages fault in on first use
+      }
+    }
+  }).detach();
 }
 
 void ShmChannel::Submit(std::span<const Slice> slices) {
