@@ -48,7 +48,7 @@ struct MasterClient::Impl {
     const size_t colon = address.rfind(':');
     fast = std::make_shared<FastChannel>(address.substr(0, colon),
                                          static_cast<uint16_t>(resp.fast_port()),
-                                         options.rpc_timeout);
+                                         options.rpc_timeout, resp.fast_unix());
     return fast;
   }
 
@@ -372,6 +372,7 @@ StatusOr<MasterHealth> MasterClient::Health() {
   h.stats.segments = resp.segments();
   h.stats.clients = resp.clients();
   h.fast_port = static_cast<uint16_t>(resp.fast_port());
+  h.fast_unix = resp.fast_unix();
   return h;
 }
 

@@ -46,6 +46,7 @@ struct MasterHealth {
   std::string cluster_id;
   MasterStats stats;  // keys, allocated/total bytes, segments, clients
   uint16_t fast_port = 0;  // 0: the master serves no fast port
+  std::string fast_unix;   // its abstract unix socket name on the master's host
 };
 
 class MasterClient {

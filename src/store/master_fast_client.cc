@@ -16,6 +16,8 @@ struct FastChannel::Impl {
   uint16_t port = 0;
   std::string address;
   std::chrono::milliseconds timeout;
+  std::string unix_name;
+  std::atomic<bool> unix_failed{false};
   std::atomic<uint32_t> next_call{1};
   std::mutex mu;
   std::vector<UniqueFd> idle;  // guarded by mu
@@ -31,6 +33,14 @@ struct FastChannel::Impl {
       }
     }
     *fresh = true;
+    if (!unix_name.empty() && !unix_failed.load(std::memory_order_relaxed)) {
+      auto fd = transfer::ConnectUnixAbstract(unix_name);
+      if (fd.ok()) {
+        transfer::SetSocketTimeouts(fd->get(), timeout);
+        return std::move(*fd);
+      }
+      unix_failed = true;  // another host: TCP from now on
+    }
     auto fd = transfer::ConnectTcp(host, port, std::min(timeout, std::chrono::milliseconds(2000)),
                                    0);
     if (!fd.ok()) return fd.status();
@@ -44,8 +54,10 @@ struct FastChannel::Impl {
   }
 };
 
-FastChannel::FastChannel(std::string host, uint16_t port, std::chrono::milliseconds timeout)
+FastChannel::FastChannel(std::string host, uint16_t port, std::chrono::milliseconds timeout,
+                         std::string unix_name)
     : impl_(std::make_unique<Impl>()) {
+  impl_->unix_name = std::move(unix_name);
   impl_->host = std::move(host);
   impl_->port = port;
   impl_->address = impl_->host + ":" + std::to_string(port);

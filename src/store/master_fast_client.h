@@ -25,7 +25,10 @@ namespace crescent::store {
 
 class FastChannel {
  public:
-  FastChannel(std::string host, uint16_t port, std::chrono::milliseconds timeout);
+  // `unix_name`: the master's abstract unix socket, tried first (it exists
+  // only on the master's host); "" for TCP only.
+  FastChannel(std::string host, uint16_t port, std::chrono::milliseconds timeout,
+              std::string unix_name = "");
   ~FastChannel();
   FastChannel(const FastChannel&) = delete;
   FastChannel& operator=(const FastChannel&) = delete;

@@ -39,15 +39,20 @@ class FastServerImpl final : public FastServer {
     if (thread_.joinable()) thread_.join();
   }
 
-  Status Init(const std::string& host, uint16_t port) {
+  Status Init(const std::string& host, uint16_t port, const std::string& unix_name) {
     ASSIGN_OR_RETURN(auto listener, transfer::ListenTcp(host, port));
     listener_ = std::move(listener.first);
     port_ = listener.second;
     ::fcntl(listener_.get(), F_SETFL, ::fcntl(listener_.get(), F_GETFL) | O_NONBLOCK);
+    if (!unix_name.empty()) {
+      ASSIGN_OR_RETURN(unix_listener_, transfer::ListenUnixAbstract(unix_name));
+      ::fcntl(unix_listener_.get(), F_SETFL, ::fcntl(unix_listener_.get(), F_GETFL) | O_NONBLOCK);
+    }
     epoll_.Reset(::epoll_create1(EPOLL_CLOEXEC));
     wake_.Reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!epoll_.valid() || !wake_.valid()) return ErrnoToStatus(errno, "fast port: epoll/eventfd");
     Watch(listener_.get(), EPOLLIN, EPOLL_CTL_ADD);
+    if (unix_listener_.valid()) Watch(unix_listener_.get(), EPOLLIN, EPOLL_CTL_ADD);
     Watch(wake_.get(), EPOLLIN, EPOLL_CTL_ADD);
     thread_ = std::thread([this] { Loop(); });
     return OkStatus();
@@ -75,8 +80,8 @@ class FastServerImpl final : public FastServer {
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == wake_.get()) return;
-        if (fd == listener_.get()) {
-          Accept();
+        if (fd == listener_.get() || fd == unix_listener_.get()) {
+          Accept(fd);
           continue;
         }
         auto it = conns_.find(fd);
@@ -89,11 +94,11 @@ class FastServerImpl final : public FastServer {
     }
   }
 
-  void Accept() {
+  void Accept(int listener) {
     for (;;) {
-      const int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;  // EAGAIN, or a transient error: epoll tells us again
-      transfer::TuneTcpSocket(fd, 0);
+      if (listener == listener_.get()) transfer::TuneTcpSocket(fd, 0);
       Conn& c = conns_[fd];
       c.fd.Reset(fd);
       Watch(fd, EPOLLIN, EPOLL_CTL_ADD);
@@ -327,6 +332,7 @@ class FastServerImpl final : public FastServer {
   MasterCore* const core_;
   RpcCounters* const counters_;
   UniqueFd listener_;
+  UniqueFd unix_listener_;
   UniqueFd epoll_;
   UniqueFd wake_;
   uint16_t port_ = 0;
@@ -337,9 +343,10 @@ class FastServerImpl final : public FastServer {
 }  // namespace
 
 StatusOr<std::unique_ptr<FastServer>> FastServer::Start(const std::string& host, uint16_t port,
+                                                        const std::string& unix_name,
                                                         MasterCore* core, RpcCounters* counters) {
   auto server = std::make_unique<FastServerImpl>(core, counters);
-  Status s = server->Init(host, port);
+  Status s = server->Init(host, port, unix_name);
   if (!s.ok()) {
     return Status(s.code(), "master: cannot serve the fast port on " + host + ":" +
                                 std::to_string(port) + " (" + s.message() +

@@ -26,9 +26,11 @@ namespace crescent::store {
 
 class FastServer {
  public:
-  // Listens on host:port (port 0: any free port). `core` and `counters`
-  // must outlive the server.
+  // Listens on host:port (port 0: any free port) and, when `unix_name` is
+  // not empty, on that abstract unix socket (clients on this host skip the
+  // TCP stack). `core` and `counters` must outlive the server.
   static StatusOr<std::unique_ptr<FastServer>> Start(const std::string& host, uint16_t port,
+                                                     const std::string& unix_name,
                                                      MasterCore* core, RpcCounters* counters);
   virtual ~FastServer() = default;
   virtual uint16_t port() const = 0;

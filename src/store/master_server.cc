@@ -34,7 +34,7 @@ class MasterServerImpl final : public MasterServer {
     if (options_.fast_port.has_value() && *options_.fast_port >= 0) {
       ASSIGN_OR_RETURN(fast_, FastServer::Start(options_.host,
                                                 static_cast<uint16_t>(*options_.fast_port),
-                                                core_.get(), &counters_));
+                                                FastUnixName(), core_.get(), &counters_));
     } else if (!options_.fast_port.has_value()) {
       // Clients find the port through Health, so when port + 1 is taken
       // any free port will do.
@@ -42,13 +42,16 @@ class MasterServerImpl final : public MasterServer {
                                     options_.port == 0 || options_.port == 65535
                                         ? 0
                                         : static_cast<uint16_t>(options_.port + 1),
-                                    core_.get(), &counters_);
-      if (!fast.ok()) fast = FastServer::Start(options_.host, 0, core_.get(), &counters_);
+                                    FastUnixName(), core_.get(), &counters_);
+      if (!fast.ok()) {
+        fast = FastServer::Start(options_.host, 0, FastUnixName(), core_.get(), &counters_);
+      }
       if (!fast.ok()) return fast.status();
       fast_ = std::move(*fast);
     }
     service_ = NewMasterService(core_.get(), &counters_, master_id_, options_.cluster_id,
-                                options_.master.client_ttl_ms, fast_port());
+                                options_.master.client_ttl_ms, fast_port(),
+                                fast_ ? FastUnixName() : std::string());
     grpc::ServerBuilder builder;
     int bound = 0;
     const std::string address = options_.host + ":" + std::to_string(options_.port);
@@ -81,6 +84,9 @@ class MasterServerImpl final : public MasterServer {
   uint16_t port() const override { return port_; }
   uint16_t metrics_port() const override { return http_ ? http_->metrics_port() : 0; }
   uint16_t fast_port() const override { return fast_ ? fast_->port() : 0; }
+  // Unique per master process (its random id), so a client on another host
+  // can never reach some other master by this name.
+  std::string FastUnixName() const { return "crescent-master-" + master_id_; }
   std::string metadata_url() const override {
     if (!http_ || http_->metadata_port() == 0) return "";
     const std::string host = options_.host == "0.0.0.0" ? "127.0.0.1" : options_.host;

@@ -192,6 +192,16 @@ TEST(MasterServerTest, GarbageOnTheFastPortHurtsOnlyItsOwnConnection) {
   ASSERT_TRUE(exist.ok()) << exist.status().ToString();
   EXPECT_FALSE(*exist);
   EXPECT_TRUE(c->using_fast_port());
+  // The master's host-local unix socket is advertised; a name that does not
+  // exist here (a master on another host) falls back to TCP.
+  EXPECT_EQ(health->fast_unix.rfind("crescent-master-", 0), 0u) << health->fast_unix;
+  FastChannel elsewhere("127.0.0.1", health->fast_port, std::chrono::milliseconds(2000),
+                        "crescent-master-on-another-host");
+  auto via_tcp = elsewhere.BatchExist({"k"});
+  ASSERT_TRUE(via_tcp.ok()) << via_tcp.status().ToString();
+  FastChannel local("127.0.0.1", 1, std::chrono::milliseconds(2000), health->fast_unix);
+  auto via_unix = local.BatchExist({"k"});  // port 1 is closed: only unix can work
+  ASSERT_TRUE(via_unix.ok()) << via_unix.status().ToString();
 }
 
 TEST(MasterServerTest, WithoutAFastPortClientsUseGrpcAndCannotReserve) {

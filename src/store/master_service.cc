@@ -20,10 +20,11 @@ static_assert(sizeof(kRpcNames) / sizeof(kRpcNames[0]) == static_cast<int>(Maste
 class MasterServiceImpl final : public rpc::Master::CallbackService {
  public:
   MasterServiceImpl(MasterCore* core, RpcCounters* counters, std::string master_id,
-                    std::string cluster_id, int64_t client_ttl_ms, uint16_t fast_port)
+                    std::string cluster_id, int64_t client_ttl_ms, uint16_t fast_port,
+                    std::string fast_unix)
       : core_(core), counters_(counters), master_id_(std::move(master_id)),
         cluster_id_(std::move(cluster_id)), client_ttl_ms_(client_ttl_ms),
-        fast_port_(fast_port) {}
+        fast_port_(fast_port), fast_unix_(std::move(fast_unix)) {}
 
   ServerUnaryReactor* PutStart(CallbackServerContext* ctx, const rpc::PutStartItem* req,
                                rpc::PutStartResult* resp) override {
@@ -190,6 +191,7 @@ class MasterServiceImpl final : public rpc::Master::CallbackService {
     resp->set_segments(s.segments);
     resp->set_clients(s.clients);
     resp->set_fast_port(fast_port_);
+    resp->set_fast_unix(fast_unix_);
     return Done(ctx, MasterRpc::kHealth, true);
   }
 
@@ -254,6 +256,7 @@ class MasterServiceImpl final : public rpc::Master::CallbackService {
   const std::string cluster_id_;
   const int64_t client_ttl_ms_;
   const uint16_t fast_port_;
+  const std::string fast_unix_;
 };
 
 }  // namespace
@@ -265,9 +268,11 @@ std::unique_ptr<rpc::Master::CallbackService> NewMasterService(MasterCore* core,
                                                                 std::string master_id,
                                                                 std::string cluster_id,
                                                                 int64_t client_ttl_ms,
-                                                                uint16_t fast_port) {
+                                                                uint16_t fast_port,
+                                                                std::string fast_unix) {
   return std::make_unique<MasterServiceImpl>(core, counters, std::move(master_id),
-                                             std::move(cluster_id), client_ttl_ms, fast_port);
+                                             std::move(cluster_id), client_ttl_ms, fast_port,
+                                             std::move(fast_unix));
 }
 
 }  // namespace crescent::store

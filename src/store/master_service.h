@@ -18,6 +18,7 @@ std::unique_ptr<rpc::Master::CallbackService> NewMasterService(MasterCore* core,
                                                                 std::string master_id,
                                                                 std::string cluster_id,
                                                                 int64_t client_ttl_ms,
-                                                                uint16_t fast_port);
+                                                                uint16_t fast_port,
+                                                                std::string fast_unix);
 
 }  // namespace crescent::store
