@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "store/master_fast_client.h"
@@ -28,6 +29,7 @@ struct MasterClient::Impl {
   std::mutex fast_mu;
   std::shared_ptr<FastChannel> fast;  // guarded by fast_mu
   int64_t fast_retry_ms = 0;          // guarded by fast_mu: no discovery before
+  int64_t fast_backoff_ms = 5000;     // guarded by fast_mu
 
   // The master's fast port as a channel, discovered through Health; null
   // when there is none (or it failed recently): use gRPC.
@@ -61,7 +63,12 @@ struct MasterClient::Impl {
     std::lock_guard lock(fast_mu);
     if (fast == used) {
       fast.reset();
-      if (!reached) fast_retry_ms = NowMs() + 5000;
+      if (!reached) {
+        // Unreachable (a firewall, say): each retry may cost a connect
+        // timeout, so retry ever more rarely, up to every 5 minutes.
+        fast_retry_ms = NowMs() + fast_backoff_ms;
+        fast_backoff_ms = std::min<int64_t>(fast_backoff_ms * 2, 300000);
+      }
     }
     return reached;
   }
