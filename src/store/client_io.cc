@@ -10,11 +10,6 @@
 namespace crescent::store {
 namespace {
 
-int64_t NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Batches are cut so that their staged bytes stay within this share of the
 // local buffer: concurrent batches then cannot starve each other.

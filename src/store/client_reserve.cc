@@ -15,11 +15,6 @@
 namespace crescent::store {
 namespace {
 
-int64_t NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Values above this go the two-round-trip way: their transfer dwarfs a
 // round trip, and they would use a reservation up in a few puts.

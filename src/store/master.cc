@@ -232,6 +232,22 @@ Status MasterCoreImpl::RemoveLocked(std::string_view key, int64_t now) {
   return OkStatus();
 }
 
+internal::Object& MasterCoreImpl::AddCompleteObject(std::string_view key, uint64_t size,
+                                                    uint32_t crc32c, bool soft_pin,
+                                                    internal::Placement placement) {
+  auto [it, inserted] = objects_.try_emplace(std::string(key));
+  Object& o = it->second;
+  o.key = &it->first;
+  o.size = size;
+  o.crc32c = crc32c;
+  o.soft_pin = soft_pin;
+  o.complete = true;
+  o.put_id = next_put_id_++;
+  o.placements.push_back(placement);
+  (o.soft_pin ? lru_pinned_ : lru_).PushFront(&o);
+  return o;
+}
+
 void MasterCoreImpl::EraseObject(ObjectMap::iterator it, bool notify_owners) {
   Object& o = it->second;
   for (const auto& p : o.placements) {

@@ -132,6 +132,10 @@ class MasterCoreImpl final : public MasterCore {
   Status RemoveLocked(std::string_view key, int64_t now);
   // Tries to place `replica_num` copies on distinct live segments.
   bool TryPlace(const PutStartArgs& args, std::vector<internal::Placement>* out);
+  // A new complete object with one copy whose range is already allocated
+  // (a commit, a re-registration); the key must be absent.
+  internal::Object& AddCompleteObject(std::string_view key, uint64_t size, uint32_t crc32c,
+                                      bool soft_pin, internal::Placement placement);
   // Frees an object's ranges, tells owners, unlinks and erases it.
   void EraseObject(ObjectMap::iterator it, bool notify_owners);
   // Evicts least recently used unleased objects (unpinned first) until

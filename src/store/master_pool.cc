@@ -119,16 +119,7 @@ StatusOr<uint64_t> MasterCoreImpl::MountSegment(std::string_view client_id,
       o.placements.push_back({index, so.offset});
     } else {
       if (!seg.alloc->AllocateAt(so.offset, so.size)) continue;
-      auto [oit, inserted] = objects_.try_emplace(so.key);
-      Object& o = oit->second;
-      o.key = &oit->first;
-      o.size = so.size;
-      o.crc32c = so.crc32c;
-      o.soft_pin = so.soft_pin;
-      o.complete = true;
-      o.put_id = next_put_id_++;
-      o.placements.push_back({index, so.offset});
-      (o.soft_pin ? lru_pinned_ : lru_).PushFront(&o);
+      AddCompleteObject(so.key, so.size, so.crc32c, so.soft_pin, {index, so.offset});
     }
     allocated_bytes_ += seg.alloc->RoundUp(so.size);
     ++taken;

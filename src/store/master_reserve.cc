@@ -112,16 +112,7 @@ Status MasterCoreImpl::CommitLocked(const CommitArgs& a, int64_t now) {
   r.committed_bytes += rounded;
   r.deadline_us = now + options_.put_timeout_ms * 1000;
   reserved_bytes_ -= rounded;
-  auto [it, inserted] = objects_.try_emplace(a.key);
-  Object& o = it->second;
-  o.key = &it->first;
-  o.size = a.size;
-  o.crc32c = a.crc32c;
-  o.soft_pin = a.soft_pin;
-  o.complete = true;
-  o.put_id = next_put_id_++;
-  o.placements.push_back({r.segment, offset});
-  (o.soft_pin ? lru_pinned_ : lru_).PushFront(&o);
+  const Object& o = AddCompleteObject(a.key, a.size, a.crc32c, a.soft_pin, {r.segment, offset});
   Notify(o, o.placements[0], /*added=*/true);
   return OkStatus();
 }
