@@ -10,7 +10,6 @@
 namespace crescent::store {
 namespace {
 
-
 // Batches are cut so that their staged bytes stay within this share of the
 // local buffer: concurrent batches then cannot starve each other.
 constexpr uint64_t kBatchShareOfLocalBuffer = 4;

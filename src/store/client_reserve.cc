@@ -15,7 +15,6 @@
 namespace crescent::store {
 namespace {
 
-
 // Values above this go the two-round-trip way: their transfer dwarfs a
 // round trip, and they would use a reservation up in a few puts.
 constexpr uint64_t kMaxReservedValue = 1 << 20;
