@@ -19,12 +19,16 @@ namespace {
 
 using transfer::UniqueFd;
 
+// A client that sends calls without reading the replies is not read from
+// while this much of its replies waits: the master's memory stays bounded.
+constexpr size_t kMaxUnsentReplyBytes = 16 << 20;
+
 struct Conn {
   UniqueFd fd;
   std::string in;       // bytes received, not yet a whole frame
   std::string out;      // replies not yet sent
   size_t out_sent = 0;  // of `out`
-  bool want_write = false;
+  uint32_t events = EPOLLIN;  // what epoll watches for it
 };
 
 class FastServerImpl final : public FastServer {
@@ -87,7 +91,10 @@ class FastServerImpl final : public FastServer {
         auto it = conns_.find(fd);
         if (it == conns_.end()) continue;
         bool alive = true;
-        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) alive = Read(it->second);
+        if ((events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+            it->second.out.size() <= kMaxUnsentReplyBytes) {
+          alive = Read(it->second);
+        }
         if (alive) alive = Flush(it->second);
         if (!alive) conns_.erase(it);  // closes the fd (and leaves epoll)
       }
@@ -152,10 +159,12 @@ class FastServerImpl final : public FastServer {
       c.out.clear();
       c.out_sent = 0;
     }
-    const bool want = !c.out.empty();
-    if (want != c.want_write) {
-      Watch(c.fd.get(), EPOLLIN | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u), EPOLL_CTL_MOD);
-      c.want_write = want;
+    uint32_t events = 0;
+    if (c.out.size() <= kMaxUnsentReplyBytes) events |= EPOLLIN;
+    if (!c.out.empty()) events |= EPOLLOUT;
+    if (events != c.events) {
+      Watch(c.fd.get(), events, EPOLL_CTL_MOD);
+      c.events = events;
     }
     return true;
   }

@@ -204,6 +204,66 @@ TEST(MasterServerTest, GarbageOnTheFastPortHurtsOnlyItsOwnConnection) {
   ASSERT_TRUE(via_unix.ok()) << via_unix.status().ToString();
 }
 
+TEST(MasterServerTest, AClientThatDoesNotReadItsRepliesStallsOnlyItself) {
+  MasterProcess m;
+  ASSERT_TRUE(m.ready);
+  auto c = MasterClient::Create(m.address());
+  auto health = c->Health();
+  ASSERT_TRUE(health.ok());
+  auto rss_mb = [&] {
+    std::ifstream status("/proc/" + std::to_string(m.proc->pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6)) / 1024;
+    }
+    return -1L;
+  };
+  const long rss_before = rss_mb();
+  auto fd = transfer::ConnectTcp("127.0.0.1", health->fast_port, std::chrono::seconds(2), 0);
+  ASSERT_TRUE(fd.ok());
+  // 2000 calls of 500 missing keys each: ~80 MB of NOT_FOUND replies, far
+  // more than the master keeps unsent for one connection (16 MiB).
+  std::string body;
+  wire::Writer w(&body);
+  w.U32(500);
+  for (int k = 0; k < 500; ++k) w.Str("missing-key-" + std::to_string(k));
+  constexpr int kCalls = 2000;
+  std::thread sender([&] {
+    for (int i = 0; i < kCalls; ++i) {
+      std::string frame;
+      wire::AppendHeader(&frame, static_cast<uint32_t>(body.size()), i + 1,
+                         wire::kGetReplicaList);
+      frame += body;
+      if (!transfer::SendAll(fd->get(), frame.data(), frame.size(), "test").ok()) return;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  // The master holds at most ~16 MiB of its replies (plus what it is
+  // building), not all ~60 MB.
+  const long grew = rss_mb() - rss_before;
+  EXPECT_LT(grew, 40) << "MB of master memory for one unread connection";
+  std::printf("master memory grew %ld MB for the unread connection\n", grew);
+  // Meanwhile everyone else is served.
+  auto exist = c->Exist("k");
+  ASSERT_TRUE(exist.ok()) << exist.status().ToString();
+  EXPECT_TRUE(c->using_fast_port());
+  // Then every reply arrives, in order.
+  transfer::SetSocketTimeouts(fd->get(), std::chrono::milliseconds(10000));
+  for (int i = 0; i < kCalls; ++i) {
+    char head[wire::kHeaderBytes];
+    ASSERT_TRUE(transfer::RecvAll(fd->get(), head, sizeof(head), "test").ok()) << i;
+    const wire::Header h = wire::ParseHeader(head);
+    ASSERT_EQ(h.call_id, static_cast<uint32_t>(i + 1));
+    std::string reply(h.body_len, '\0');
+    ASSERT_TRUE(transfer::RecvAll(fd->get(), reply.data(), reply.size(), "test").ok());
+    wire::Reader r(reply.data(), reply.size());
+    ASSERT_TRUE(r.Status().ok());
+    ASSERT_EQ(r.U32(), 500u);
+    EXPECT_EQ(r.Status().code(), StatusCode::kNotFound);
+  }
+  sender.join();
+}
+
 TEST(MasterServerTest, WithoutAFastPortClientsUseGrpcAndCannotReserve) {
   MasterProcess m({"--fast-port", "-1"});
   ASSERT_TRUE(m.ready);
