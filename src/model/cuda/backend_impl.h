@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/cuda/decode_step.h"
 #include "model/cuda/kernels.h"
 
 namespace crescent::model::cuda {
@@ -135,6 +136,10 @@ class CudaBackend final : public Backend {
   // Whether a batch of T tokens runs the fused decode path (GEMVs with the
   // norms, SwiGLU and residual adds folded in).
   bool FusedDecode(int64_t T) const;
+  // The persistent batch-1 step (decode_step.h): buffers and the device
+  // layer table at Init when the shape and device allow it.
+  Status InitDecodeStep();
+  Status RunDecodeStep(bool want_logits);
   void DropGraphs();
   // Copies `bytes` between the pool blocks and a host buffer through
   // pinned staging unless the host buffer is page-locked.
@@ -193,6 +198,22 @@ class CudaBackend final : public Backend {
   bool graphs_enabled_ = true;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
   std::set<GraphKey> graph_seen_;  // shapes run once eagerly
+
+  // Persistent batch-1 decode step (decode_step.h); off when
+  // CRESCENT_CUDA_DECODE_STEP=0, under CRESCENT_PROFILE, or unsupported.
+  bool step_enabled_ = false;
+  DeviceBuffer step_layers_;   // [L] StepLayer
+  DeviceBuffer step_sync_;     // DecodeStepSyncWords
+  DeviceBuffer step_partial_;  // split partials
+  DeviceBuffer step_attn_;     // [Hq*D] float32 attention output
+  // CRESCENT_STEP_TRACE=1: per-barrier timestamps of every step, summed
+  // per stage kind and printed to stderr at exit (decode_step.h).
+  DeviceBuffer step_trace_;
+  std::vector<uint64_t> step_trace_host_;
+  double step_trace_ns_[16] = {};
+  int64_t step_trace_steps_ = 0;
+  void AddStepTrace();
+  void PrintStepTrace() const;
 
   StageProfile profile_;
 

@@ -287,7 +287,9 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
 
   // ---- the network: replayed from a graph for decode batches seen before ----
   profile_.Mark(StageProfile::kEmbed, stream_);  // start
-  const bool graphable = !profile_.enabled() && graphs_enabled_ && num_tiles_ == 0 && R <= kLogitsChunkRows && R > 0;
+  const bool stepped = step_enabled_ && T == 1 && num_decode_ == 1 && R <= 1;
+  const bool graphable = !stepped && !profile_.enabled() && graphs_enabled_ && num_tiles_ == 0 &&
+                         R <= kLogitsChunkRows && R > 0;
   bool ran = false;
   if (graphable) {
     const GraphKey key{T, R, splits_, split_len_};
@@ -313,6 +315,11 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
       if (graph_seen_.size() > 4 * kMaxGraphs) graph_seen_.clear();
       graph_seen_.insert(key);
     }
+  }
+  // One decode token alone: the persistent step kernel (decode_step.h).
+  if (!ran && step_enabled_ && T == 1 && num_decode_ == 1 && R <= 1) {
+    RETURN_IF_ERROR(RunDecodeStep(R == 1));
+    ran = true;
   }
   if (!ran) RETURN_IF_ERROR(RunNetwork(T, std::min(R, kLogitsChunkRows)));
 
@@ -516,6 +523,122 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
   profile_.Mark(StageProfile::kSwiGlu, stream_);
   RETURN_IF_ERROR(Gemm(act_.as<bf16_t>(), T, I, w.down, H, delta_.as<float>(), "down_proj"));
   profile_.Mark(StageProfile::kDown, stream_);
+  return OkStatus();
+}
+
+Status CudaBackend::InitDecodeStep() {
+  const ModelConfig& c = config_;
+  const char* env = std::getenv("CRESCENT_CUDA_DECODE_STEP");
+  if ((env && std::string_view(env) == "0") || profile_.enabled()) return OkStatus();
+  if (!DecodeStepSupports(c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+                          c.intermediate_size, layers_[0].gate_up_bias != nullptr)) {
+    return OkStatus();
+  }
+  int device = 0, cooperative = 0;
+  RETURN_IF_CUDA_ERROR(cudaGetDevice(&device), "select a device");
+  RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device),
+                       "read cooperative launch support");
+  if (!cooperative) return OkStatus();
+  std::vector<StepLayer> table;
+  for (const DeviceLayer& w : layers_) {
+    table.push_back({w.qkv, w.o, w.gate_up, w.down, w.input_norm, w.post_norm, w.q_norm, w.k_norm,
+                     w.qkv_bias, w.o_bias, w.down_bias});
+  }
+  RETURN_IF_ERROR(step_layers_.Allocate(table.size() * sizeof(StepLayer), "decode step layers"));
+  RETURN_IF_CUDA_ERROR(cudaMemcpy(step_layers_.as<void>(), table.data(),
+                                  table.size() * sizeof(StepLayer), cudaMemcpyHostToDevice),
+                       "upload the decode step's layer table");
+  RETURN_IF_ERROR(step_sync_.Allocate(
+      static_cast<size_t>(DecodeStepSyncWords(c.num_layers, c.num_kv_heads)) * 4,
+      "decode step counters"));
+  RETURN_IF_ERROR(step_partial_.Allocate(
+      static_cast<size_t>(
+          DecodeStepPartialFloats(c.num_heads, c.num_kv_heads, c.head_dim, num_sms_)) * 4,
+      "decode step partials"));
+  RETURN_IF_ERROR(step_attn_.Allocate(static_cast<size_t>(c.num_heads) * c.head_dim * 4,
+                                      "decode step attention output"));
+  if (std::getenv("CRESCENT_STEP_TRACE")) {
+    const size_t words = static_cast<size_t>(DecodeStepTraceWords(c.num_layers, num_sms_));
+    RETURN_IF_ERROR(step_trace_.Allocate(words * 8, "decode step trace"));
+    step_trace_host_.resize(words);
+  }
+  step_enabled_ = true;
+  return OkStatus();
+}
+
+// Slots of step_trace_ns_: per stage kind k (0 q/k/v, 1 attention, 2
+// o_proj, 3 gate/up, 4 down): [k] the last block's work since the previous
+// release, [5 + k] the barrier (last arrival to release), [10] lm_head,
+// [11] the whole kernel.
+void CudaBackend::AddStepTrace() {
+  if (cudaStreamSynchronize(stream_) != cudaSuccess) return;
+  if (cudaMemcpy(step_trace_host_.data(), step_trace_.as<void>(), step_trace_host_.size() * 8,
+                 cudaMemcpyDeviceToHost) != cudaSuccess) {
+    return;
+  }
+  const int64_t blocks = num_sms_, stages = 5 * config_.num_layers;
+  const uint64_t* t = step_trace_host_.data();
+  const uint64_t* release = t + stages * blocks;
+  uint64_t prev = release[stages];  // the start
+  for (int64_t s = 0; s < stages; ++s) {
+    uint64_t last = 0;
+    for (int64_t b = 0; b < blocks; ++b) last = std::max(last, t[s * blocks + b]);
+    step_trace_ns_[s % 5] += static_cast<double>(last - prev);
+    step_trace_ns_[5 + s % 5] += static_cast<double>(release[s] - last);
+    prev = release[s];
+  }
+  step_trace_ns_[10] += static_cast<double>(release[stages + 1] - prev);
+  step_trace_ns_[11] += static_cast<double>(release[stages + 1] - release[stages]);
+  ++step_trace_steps_;
+}
+
+void CudaBackend::PrintStepTrace() const {
+  if (step_trace_steps_ == 0) return;
+  const double n = static_cast<double>(step_trace_steps_) * 1e3;  // -> us per step
+  const char* kinds[5] = {"q/k/v", "attention", "o_proj", "gate/up", "down"};
+  std::fprintf(stderr, "step trace (%lld steps, us per step): kernel %.1f, lm_head %.1f\n",
+               static_cast<long long>(step_trace_steps_), step_trace_ns_[11] / n,
+               step_trace_ns_[10] / n);
+  for (int k = 0; k < 5; ++k) {
+    std::fprintf(stderr, "step trace: %-10s work %.1f barrier %.1f (all layers)\n", kinds[k],
+                 step_trace_ns_[k] / n, step_trace_ns_[5 + k] / n);
+  }
+}
+
+Status CudaBackend::RunDecodeStep(bool want_logits) {
+  const ModelConfig& c = config_;
+  const int32_t* dm = meta_.as<int32_t>();
+  DecodeStepArgs a{};
+  a.layers = step_layers_.as<StepLayer>();
+  a.embed = embed_;
+  a.lm_head = lm_head_;
+  a.final_norm = final_norm_;
+  a.inv_freq = inv_freq_.as<float>();
+  a.token = dm + meta_at_.ids;
+  a.position = dm + meta_at_.positions;
+  a.block_table = dm + meta_at_.tables;
+  a.kv_pool = kv_pool_.as<bf16_t>();
+  a.x = x_.as<float>();
+  a.qkv = qkv_.as<float>();
+  a.attn = step_attn_.as<float>();
+  a.gu = gu_.as<float>();
+  a.partial = step_partial_.as<float>();
+  a.logits = logits_.as<float>();
+  a.sync = step_sync_.as<uint32_t>();
+  a.H = c.hidden_size;
+  a.Hq = c.num_heads;
+  a.Hkv = c.num_kv_heads;
+  a.D = c.head_dim;
+  a.I = c.intermediate_size;
+  a.V = c.vocab_size;
+  a.L = c.num_layers;
+  a.B = layout_.block_size;
+  a.eps = static_cast<float>(c.rms_norm_eps);
+  a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  a.want_logits = want_logits ? 1 : 0;
+  a.trace = step_trace_host_.empty() ? nullptr : step_trace_.as<uint64_t>();
+  RETURN_IF_CUDA_ERROR(LaunchDecodeStep(a, num_sms_, stream_), "persistent decode step");
+  if (a.trace) AddStepTrace();
   return OkStatus();
 }
 
