@@ -184,7 +184,7 @@ class CudaBackend final : public Backend {
   PinnedBuffer logits_host_;  // [kLogitsChunkRows][V] float32
   // Offsets (int32 elements) into meta_ of the current batch.
   struct MetaLayout {
-    size_t ids, positions, slots, rows, tables, decode, tiles;
+    size_t ids, positions, slots, rows, tables, decode, tiles, rope;
   } meta_at_{};
   int32_t num_decode_ = 0, num_tiles_ = 0, splits_ = 1, split_len_ = 0;
   // Decode graphs by batch shape: every buffer address and metadata offset
@@ -205,13 +205,17 @@ class CudaBackend final : public Backend {
   DeviceBuffer step_layers_;   // [L] StepLayer
   DeviceBuffer step_sync_;     // DecodeStepSyncWords
   DeviceBuffer step_partial_;  // split partials
-  DeviceBuffer step_attn_;     // [Hq*D] float32 attention output
+  uint32_t step_epoch_ = 0;    // launches so far (the counters' targets)
+  std::vector<float> inv_freq_host_;  // RoPE tables of the step, computed here
   // CRESCENT_STEP_TRACE=1: per-barrier timestamps of every step, summed
   // per stage kind and printed to stderr at exit (decode_step.h).
   DeviceBuffer step_trace_;
   std::vector<uint64_t> step_trace_host_;
-  double step_trace_ns_[16] = {};
+  double step_trace_ns_[24] = {};
+  double step_trace_waits_[8] = {};
   int64_t step_trace_steps_ = 0;
+  cudaEvent_t step_events_[2] = {nullptr, nullptr};  // CRESCENT_STEP_TRACE=events
+  std::vector<float> step_event_ms_;
   void AddStepTrace();
   void PrintStepTrace() const;
 

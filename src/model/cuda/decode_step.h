@@ -53,23 +53,29 @@ struct DecodeStepArgs {
   const bf16_t* embed;       // [V][H]
   const bf16_t* lm_head;     // [V][H]
   const float* final_norm;   // [H]
-  const float* inv_freq;     // [D/2]
+  const float* rope;         // device: cos[D/2] then sin[D/2] of the position
   const int32_t* token;      // device: the token id
   const int32_t* position;   // device: its position
   const int32_t* block_table;  // device: the sequence's block table
   bf16_t* kv_pool;
   float* x;        // [H] residual stream
   float* qkv;      // [Hq*D + 2*Hkv*D]
-  float* attn;     // [Hq*D]
   float* gu;       // [2I]
   float* partial;  // [Hq][max splits][D + 2]
   float* logits;   // [V], written when want_logits
-  uint32_t* sync;  // DecodeStepSyncWords(L, Hkv) words, zero at launch
+  // DecodeStepSyncWords(L) stage counters, zeroed once; launch number
+  // `epoch` (1, 2, ...) waits for each to reach epoch x blocks.
+  uint32_t* sync;
+  uint32_t epoch;
   // Null, or DecodeStepTraceWords(L, blocks) timestamps (ns, %globaltimer):
   // [s * blocks + b] block b's arrival at barrier s (5 per layer: after
   // q/k/v, attention, o_proj, gate/up, down), [5L * blocks + s] block 0's
   // release from it, [5L * blocks + 5L] the start, [.. + 1] block 0's end.
   uint64_t* trace;
+  // Experiments only (CRESCENT_STEP_ABLATE; wrong results): skip parts to
+  // time them: 1 GEMV arithmetic, 2 attention, 4 split merge, 8 stage input
+  // loads, 16 grid barriers, 32 weight copies.
+  uint32_t ablate;
   int32_t H, Hq, Hkv, D, I, V, L, B;
   float eps, scale;
   int32_t want_logits;
@@ -80,16 +86,15 @@ struct DecodeStepArgs {
 bool DecodeStepSupports(int32_t H, int32_t Hq, int32_t Hkv, int32_t D, int32_t I,
                         bool gate_up_bias);
 
-// Words of `sync` (stage counters and split-merge counters) to zero before
-// each launch.
-int64_t DecodeStepSyncWords(int32_t L, int32_t Hkv);
+// Words of `sync`: one counter per grid barrier.
+int64_t DecodeStepSyncWords(int32_t L);
 
 int64_t DecodeStepTraceWords(int32_t L, int32_t blocks);
 
 // Floats of `partial` for a grid of `blocks` blocks.
 int64_t DecodeStepPartialFloats(int32_t Hq, int32_t Hkv, int32_t D, int32_t blocks);
 
-// Zeroes `sync` and launches the step on `stream` with one block per
+// Launches the step on `stream` with one block per
 // multiprocessor (cooperative launch: all blocks resident). `blocks` is the
 // multiprocessor count.
 cudaError_t LaunchDecodeStep(const DecodeStepArgs& a, int32_t blocks, cudaStream_t stream);
