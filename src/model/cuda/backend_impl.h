@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
   int32_t num_kv_blocks() const override { return num_blocks_; }
   const std::string& model_fingerprint() const override { return fingerprint_; }
   std::string_view name() const override { return "cuda"; }
+  bool SupportsDeviceSampling() const override { return true; }
 
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
@@ -182,9 +183,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer meta_;     // int32 metadata of the batch (see cuda_forward.cc)
   PinnedBuffer meta_host_;
   PinnedBuffer logits_host_;  // [kLogitsChunkRows][V] float32
+  DeviceBuffer sample_out_;       // DeviceSampleResult per sampled sequence
+  PinnedBuffer sample_out_host_;
   // Offsets (int32 elements) into meta_ of the current batch.
   struct MetaLayout {
-    size_t ids, positions, slots, rows, tables, decode, tiles, rope;
+    size_t ids, positions, slots, rows, tables, decode, tiles, rope, sample;
   } meta_at_{};
   int32_t num_decode_ = 0, num_tiles_ = 0, splits_ = 1, split_len_ = 0;
   // Decode graphs by batch shape: every buffer address and metadata offset
