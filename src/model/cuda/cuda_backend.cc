@@ -103,6 +103,8 @@ CudaBackend::CudaBackend(ModelConfig config, std::string fingerprint)
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   PrintStepTrace();
+  for (cudaEvent_t e : step_events_)
+    if (e) cudaEventDestroy(e);
   DropGraphs();
   for (void* p : registered_) cudaHostUnregister(p);
   if (kv_stream_) cudaStreamSynchronize(kv_stream_);
