@@ -12,6 +12,7 @@
 
 #include <cfloat>
 #include <climits>
+#include <cstdint>
 
 #include "model/cuda/device_helpers.cuh"
 #include "model/cuda/kernels.h"
@@ -67,11 +68,13 @@ struct Row {
 // Count of weights >= t, and their mass.
 __device__ int32_t CountAtLeast(const Row& r, float t, int32_t* iscratch) {
   int32_t c = 0;
+#pragma unroll 8
   for (int32_t i = threadIdx.x; i < r.V; i += kThreads) c += r.W(i) >= t ? 1 : 0;
   return BlockSumT(c, iscratch);
 }
 __device__ double MassAtLeast(const Row& r, float t, double* dscratch) {
   double m = 0;
+#pragma unroll 8
   for (int32_t i = threadIdx.x; i < r.V; i += kThreads) {
     const float w = r.W(i);
     m += w >= t ? w : 0.0f;
@@ -91,10 +94,22 @@ __global__ void __launch_bounds__(kThreads)
   const float* l = logits + p.row * stride;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  // Maximum and its first index (NaNs never win).
+  // Maximum and its first index (NaNs never win). 16-byte loads, several in
+  // flight per thread: one block streams the whole row (600 KB for 150k).
   float best = -INFINITY;
   int32_t bi = INT_MAX;
-  for (int32_t i = tid; i < V; i += kThreads) {
+  const bool vec = V % 4 == 0 && (reinterpret_cast<uintptr_t>(l) & 15) == 0;
+  const int32_t V4 = vec ? V / 4 : 0;
+  const float4* l4 = reinterpret_cast<const float4*>(l);
+#pragma unroll 4
+  for (int32_t j = tid; j < V4; j += kThreads) {
+    const float4 v = l4[j];
+    if (v.x > best) best = v.x, bi = 4 * j;
+    if (v.y > best) best = v.y, bi = 4 * j + 1;
+    if (v.z > best) best = v.z, bi = 4 * j + 2;
+    if (v.w > best) best = v.w, bi = 4 * j + 3;
+  }
+  for (int32_t i = 4 * V4 + tid; i < V; i += kThreads) {
     const float v = l[i];
     if (v > best) {
       best = v;
@@ -167,6 +182,7 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t per = (V + kThreads - 1) / kThreads;
     const int32_t begin = min(V, tid * per), end = min(V, begin + per);
     double mine = 0;
+#pragma unroll 8
     for (int32_t i = begin; i < end; ++i) {
       const float w = r.W(i);
       mine += w >= thr ? w : 0.0f;
@@ -206,6 +222,7 @@ __global__ void __launch_bounds__(kThreads)
     const float lt = l[token];
     double sum = 0;
     int32_t above = 0;
+#pragma unroll 4
     for (int32_t i = tid; i < V; i += kThreads) {
       sum += exp(static_cast<double>(l[i] - best));
       above += l[i] > lt ? 1 : 0;
