@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/safetensors.h"
 #include "model/cuda/decode_step.h"
 #include "model/cuda/kernels.h"
 
