@@ -21,18 +21,38 @@ class BackendRunner : public ModelRunner {
   std::string fingerprint() const override { return fingerprint_; }
 
   Status Forward(std::span<const ForwardSeq> batch, std::vector<float>* logits) override {
+    return ForwardSampled(batch, logits, nullptr);
+  }
+
+  bool SupportsDeviceSampling() const override { return backend_->SupportsDeviceSampling(); }
+
+  Status ForwardSampled(std::span<const ForwardSeq> batch, std::vector<float>* logits,
+                        std::vector<DeviceSampled>* sampled) override {
     batch_.sequences.resize(batch.size());
+    requests_.resize(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       model::SequenceInput& in = batch_.sequences[i];
       in.tokens = batch[i].tokens;
       in.position = batch[i].start_position;
       in.block_table = batch[i].block_table;
       in.logits = batch[i].need_logits ? model::LogitsMode::kLast : model::LogitsMode::kNone;
+      in.sample = nullptr;
+      if (const DeviceSample* d = batch[i].sample; d && batch[i].need_logits) {
+        if (!sampled) return InvalidArgumentError("device sampling asked of Forward");
+        requests_[i] = {d->temperature, d->top_k, d->top_p, d->min_p, d->uniform, d->logprob};
+        in.sample = &requests_[i];
+      }
     }
     RETURN_IF_ERROR(backend_->Forward(batch_, &out_));
     logits->clear();
+    if (sampled) sampled->assign(batch.size(), DeviceSampled{});
     for (size_t i = 0; i < batch.size(); ++i) {
       if (!batch[i].need_logits) continue;
+      if (batch_.sequences[i].sample) {
+        const model::SampledToken& t = out_.sampled[i];
+        (*sampled)[i] = {t.token, t.logprob, t.rank};
+        continue;
+      }
       auto row = out_.LastRow(static_cast<int32_t>(i));
       logits->insert(logits->end(), row.begin(), row.end());
     }
@@ -45,6 +65,7 @@ class BackendRunner : public ModelRunner {
   const std::string fingerprint_;
   model::ForwardBatch batch_;   // reused between calls
   model::ForwardOutput out_;    // reused between calls
+  std::vector<model::SamplingRequest> requests_;  // [batch], pointed to by batch_
 };
 
 class DetokenizerStream : public TextStream {

@@ -270,8 +270,33 @@ std::vector<RequestOutput> EngineCore::Step() {
     last_step_.num_prefill_seqs += s.num_tokens > 1 ? 1 : 0;
   }
   last_step_.num_seqs = static_cast<int>(batch.size());
+  // Tokens the device can draw (no penalties, no masked ids, no top
+  // alternatives asked) come back as ids instead of vocabulary-wide logits;
+  // the sequence's generator gives the same one draw the host would take.
+  device_samples_.assign(batch.size(), DeviceSample{});
+  bool any_device = false;
+  if (model_->SupportsDeviceSampling()) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!batch[i].need_logits) continue;
+      Sequence* seq = out.seqs[i].seq;
+      const SamplingParams& p = *seq->params;
+      const bool masked = seq->num_output_tokens() < p.min_tokens &&
+                          ((!p.ignore_eos && !options_.eos_token_ids.empty()) ||
+                           !p.stop_token_ids.empty());
+      if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+          p.frequency_penalty != 0.0f || masked || (p.logprobs && *p.logprobs > 0)) {
+        continue;
+      }
+      DeviceSample& d = device_samples_[i];
+      d = {p.temperature, p.top_k, p.top_p, p.min_p, 0.0, p.logprobs.has_value()};
+      if (!p.greedy()) d.uniform = DrawUniform(seq->rng);
+      batch[i].sample = &d;
+      any_device = true;
+    }
+  }
   const auto forward_start = Clock::now();
-  Status st = model_->Forward(batch, &logits_);
+  Status st = any_device ? model_->ForwardSampled(batch, &logits_, &device_sampled_)
+                         : model_->Forward(batch, &logits_);
   forward_seconds_ += std::chrono::duration<double>(Clock::now() - forward_start).count();
   if (st.ok() && logits_.size() % vocab_size_ != 0)
     st = InternalError(fmt::format("model returned {} logits, not a multiple of the vocabulary {}",
@@ -286,8 +311,6 @@ std::vector<RequestOutput> EngineCore::Step() {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].need_logits) continue;
     Sequence* seq = out.seqs[i].seq;
-    std::span<float> logits(logits_.data() + row * vocab_size_, vocab_size_);
-    ++row;
     scheduler_->ReportPrefillDone(seq);
     Request* req = requests_.at(seq->request_id).get();
     if (!req->prompt_counted) {
@@ -295,6 +318,16 @@ std::vector<RequestOutput> EngineCore::Step() {
       prompt_tokens_total_ += seq->num_prompt_tokens;
     }
     const SamplingParams& p = *seq->params;
+    if (batch[i].sample) {
+      const DeviceSampled& d = device_sampled_[i];
+      SampleResult r;
+      r.token = d.token;
+      if (p.logprobs) r.logprobs = TokenLogprobs{d.token, d.logprob, d.rank, {}};
+      AppendToken(seq, r);
+      continue;
+    }
+    std::span<float> logits(logits_.data() + row * vocab_size_, vocab_size_);
+    ++row;
     if (seq->num_output_tokens() < p.min_tokens) {
       // Before min_tokens, EOS and stop ids cannot be drawn (as vLLM).
       constexpr float kNegInf = -std::numeric_limits<float>::infinity();

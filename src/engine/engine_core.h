@@ -86,6 +86,8 @@ class EngineCore {
   std::mt19937_64 seed_rng_;
   StepInfo last_step_;
   std::vector<float> logits_;      // [rows][vocab], reused between steps
+  std::vector<DeviceSample> device_samples_;   // [batch]: ForwardSeq::sample targets
+  std::vector<DeviceSampled> device_sampled_;  // [batch]: tokens drawn on the device
   uint64_t prompt_tokens_total_ = 0;
   uint64_t generation_tokens_total_ = 0;
   uint64_t num_steps_ = 0;

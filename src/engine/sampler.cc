@@ -95,6 +95,8 @@ double MassAtLeast(const std::vector<float>& w, float t) {
 
 }  // namespace
 
+double DrawUniform(SamplerRng& rng) { return UniformUnit(rng); }
+
 int32_t Argmax(std::span<const float> logits) {
   if (logits.empty()) return 0;
   const float best = MaxValue(logits);

@@ -59,4 +59,8 @@ TokenLogprobs ComputeLogprobs(std::span<const float> raw_logits, int32_t token, 
 
 int32_t Argmax(std::span<const float> logits);
 
+// The draw in [0, 1) that Sample takes from `rng` for a non-greedy token
+// (53 random bits): what a device sampler gets instead (model_runner.h).
+double DrawUniform(SamplerRng& rng);
+
 }  // namespace crescent::engine

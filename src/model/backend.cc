@@ -57,7 +57,8 @@ std::string ModelFingerprint(const Checkpoint& ckpt, std::string_view config_tex
 }
 
 Status ValidateForwardBatch(const ForwardBatch& batch, int32_t vocab_size,
-                            const KvBlockLayout& layout, int32_t num_blocks) {
+                            const KvBlockLayout& layout, int32_t num_blocks,
+                            bool device_sampling) {
   if (batch.sequences.empty()) return InvalidArgumentError("forward batch has no sequences");
   std::vector<int64_t> slots;
   for (size_t i = 0; i < batch.sequences.size(); ++i) {
@@ -65,6 +66,13 @@ Status ValidateForwardBatch(const ForwardBatch& batch, int32_t vocab_size,
     const std::string where = "sequence " + std::to_string(i) + ": ";
     if (s.tokens.empty()) return InvalidArgumentError(where + "no new tokens");
     if (s.position < 0) return InvalidArgumentError(where + "negative position");
+    if (s.sample && !device_sampling) {
+      return InvalidArgumentError(where + "asks for device sampling, which this backend has "
+                                          "not (Backend::SupportsDeviceSampling)");
+    }
+    if (s.sample && s.logits != LogitsMode::kLast) {
+      return InvalidArgumentError(where + "device sampling needs logits mode kLast");
+    }
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= vocab_size) {
         return InvalidArgumentError(where + "token id " + std::to_string(t) +

@@ -78,6 +78,33 @@ enum class LogitsMode : uint8_t {
   kAll,   // logits of every new token (prompt logprobs, tests)
 };
 
+// Drawing a sequence's next token on the device instead of returning its
+// logits row (backends whose SupportsDeviceSampling() is true; the engine
+// uses it when a request needs nothing the device sampler lacks). The
+// semantics are the engine's sampler (src/engine/sampler.h) without
+// penalties: greedy is the first index of the maximum; otherwise
+// temperature, min_p, top_k, top_p, then `uniform` picks the token.
+// Differences from the host sampler: tokens tied at the top_k/top_p cut are
+// all kept, and the draw walks the kept tokens in id order (the host walks
+// them best first), so a seeded draw has the same distribution, not always
+// the same token.
+struct SamplingRequest {
+  float temperature = 0.0f;  // < 1e-5: greedy
+  int32_t top_k = 0;         // <= 0: off
+  float top_p = 1.0f;        // (0, 1]
+  float min_p = 0.0f;        // [0, 1]
+  // One draw in [0, 1) from the sequence's own generator: the one the host
+  // sampler would have consumed (unused when greedy).
+  double uniform = 0.0;
+  bool logprob = false;  // also the token's logprob (raw logits) and rank
+};
+
+struct SampledToken {
+  int32_t token = -1;     // -1: the sequence was not sampled
+  float logprob = 0.0f;   // when SamplingRequest::logprob
+  int32_t rank = 0;       // 1 + tokens with a larger logit, when asked
+};
+
 // One sequence's slice of a batch. Spans are borrowed for the call.
 struct SequenceInput {
   std::span<const int32_t> tokens;  // new token ids [n], n >= 1, each < vocab_size
@@ -86,6 +113,10 @@ struct SequenceInput {
   // ceil((position + n) / block_size) entries, each < num_kv_blocks().
   std::span<const int32_t> block_table;
   LogitsMode logits = LogitsMode::kLast;
+  // With logits kLast on a backend that SupportsDeviceSampling(): draw the
+  // next token on the device; the sequence then contributes no logits row
+  // and its token is in ForwardOutput::sampled. Borrowed for the call.
+  const SamplingRequest* sample = nullptr;
 };
 
 struct ForwardBatch {
@@ -100,6 +131,9 @@ struct ForwardOutput {
   std::vector<float> logits;
   // [num_sequences + 1]: rows of sequence i are [row_begin[i], row_begin[i+1]).
   std::vector<int32_t> row_begin;
+  // [num_sequences]: the tokens drawn for sequences with a SamplingRequest
+  // (token -1 for the others).
+  std::vector<SampledToken> sampled;
 
   std::span<const float> Row(int32_t row) const {
     return {logits.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};
@@ -121,6 +155,9 @@ class Backend {
   // never read.
   virtual const std::string& model_fingerprint() const = 0;
   virtual std::string_view name() const = 0;  // "cpu"
+  // Whether Forward takes SequenceInput::sample (token ids back instead of
+  // batch x vocabulary float32 logits).
+  virtual bool SupportsDeviceSampling() const { return false; }
 
   // Runs the batch; fills `out` (reused across calls to avoid allocation).
   // INVALID_ARGUMENT names the sequence and field when a precondition of

@@ -19,9 +19,12 @@ namespace crescent::model {
 std::string ModelFingerprint(const Checkpoint& checkpoint, std::string_view config_text);
 
 // The preconditions of SequenceInput (backend.h) for a pool of `num_blocks`
-// blocks: INVALID_ARGUMENT naming the sequence and field, or OK.
+// blocks: INVALID_ARGUMENT naming the sequence and field, or OK. A
+// SequenceInput::sample is accepted only with `device_sampling` (the
+// backend's SupportsDeviceSampling()) and logits kLast.
 Status ValidateForwardBatch(const ForwardBatch& batch, int32_t vocab_size,
-                            const KvBlockLayout& layout, int32_t num_blocks);
+                            const KvBlockLayout& layout, int32_t num_blocks,
+                            bool device_sampling = false);
 
 // ReadKvBlocks/WriteKvBlocks arguments: ids inside the pool and `bytes`
 // exactly blocks.size() * BlockBytes().

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/safetensors.h"
+#include "model/cuda/decode_step.h"
 #include "model/cuda/kernels.h"
 
 namespace crescent::model::cuda {
@@ -111,6 +113,7 @@ class CudaBackend final : public Backend {
   int32_t num_kv_blocks() const override { return num_blocks_; }
   const std::string& model_fingerprint() const override { return fingerprint_; }
   std::string_view name() const override { return "cuda"; }
+  bool SupportsDeviceSampling() const override { return true; }
 
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   Status ReadKvBlocks(std::span<const int32_t> blocks, std::span<std::byte> bytes) const override;
@@ -135,6 +138,10 @@ class CudaBackend final : public Backend {
   // Whether a batch of T tokens runs the fused decode path (GEMVs with the
   // norms, SwiGLU and residual adds folded in).
   bool FusedDecode(int64_t T) const;
+  // The persistent batch-1 step (decode_step.h): buffers and the device
+  // layer table at Init when the shape and device allow it.
+  Status InitDecodeStep();
+  Status RunDecodeStep(bool want_logits);
   void DropGraphs();
   // Copies `bytes` between the pool blocks and a host buffer through
   // pinned staging unless the host buffer is page-locked.
@@ -177,9 +184,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer meta_;     // int32 metadata of the batch (see cuda_forward.cc)
   PinnedBuffer meta_host_;
   PinnedBuffer logits_host_;  // [kLogitsChunkRows][V] float32
+  DeviceBuffer sample_out_;       // DeviceSampleResult per sampled sequence
+  PinnedBuffer sample_out_host_;
   // Offsets (int32 elements) into meta_ of the current batch.
   struct MetaLayout {
-    size_t ids, positions, slots, rows, tables, decode, tiles;
+    size_t ids, positions, slots, rows, tables, decode, tiles, rope, sample;
   } meta_at_{};
   int32_t num_decode_ = 0, num_tiles_ = 0, splits_ = 1, split_len_ = 0;
   // Decode graphs by batch shape: every buffer address and metadata offset
@@ -193,6 +202,26 @@ class CudaBackend final : public Backend {
   bool graphs_enabled_ = true;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
   std::set<GraphKey> graph_seen_;  // shapes run once eagerly
+
+  // Persistent batch-1 decode step (decode_step.h); off when
+  // CRESCENT_CUDA_DECODE_STEP=0, under CRESCENT_PROFILE, or unsupported.
+  bool step_enabled_ = false;
+  DeviceBuffer step_layers_;   // [L] StepLayer
+  DeviceBuffer step_sync_;     // DecodeStepSyncWords
+  DeviceBuffer step_partial_;  // split partials
+  uint32_t step_epoch_ = 0;    // launches so far (the counters' targets)
+  std::vector<float> inv_freq_host_;  // RoPE tables of the step, computed here
+  // CRESCENT_STEP_TRACE=1: per-barrier timestamps of every step, summed
+  // per stage kind and printed to stderr at exit (decode_step.h).
+  DeviceBuffer step_trace_;
+  std::vector<uint64_t> step_trace_host_;
+  double step_trace_ns_[24] = {};
+  double step_trace_waits_[8] = {};
+  int64_t step_trace_steps_ = 0;
+  cudaEvent_t step_events_[2] = {nullptr, nullptr};  // CRESCENT_STEP_TRACE=events
+  std::vector<float> step_event_ms_;
+  void AddStepTrace();
+  void PrintStepTrace() const;
 
   StageProfile profile_;
 

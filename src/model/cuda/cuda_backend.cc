@@ -102,6 +102,9 @@ CudaBackend::CudaBackend(ModelConfig config, std::string fingerprint)
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  PrintStepTrace();
+  for (cudaEvent_t e : step_events_)
+    if (e) cudaEventDestroy(e);
   DropGraphs();
   for (void* p : registered_) cudaHostUnregister(p);
   if (kv_stream_) cudaStreamSynchronize(kv_stream_);
@@ -148,6 +151,7 @@ Status CudaBackend::Init(const Checkpoint& checkpoint, const BackendOptions& opt
                                   cudaMemcpyHostToDevice),
                        "upload RoPE frequencies");
   RETURN_IF_ERROR(EnsureScratch(std::max<int32_t>(options.max_num_batched_tokens, 1)));
+  RETURN_IF_ERROR(InitDecodeStep());
   RETURN_IF_ERROR(kv_staging_.Allocate(kKvStagingBytes, "KV copy staging"));
   return SizeKvPool(options);
 }

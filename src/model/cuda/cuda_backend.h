@@ -18,11 +18,19 @@
 // cudaMallocHost), else through a double-buffered pinned staging area; they
 // run on their own stream and a mutex serialises them (docs/kv_layout.md).
 //
-// Decode-only batches of up to 8 tokens run a fused path (GEMVs with the
-// norms, SwiGLU and residual adds folded in) replayed from CUDA graphs, one
-// per batch shape, captured the second time a shape runs
-// (BackendOptions::cuda_graphs). CRESCENT_PROFILE=1 (or =decode) prints the
-// device time per stage at exit, graphs off.
+// A batch of one decode token runs the persistent decode step
+// (decode_step.h: one cooperative launch for the whole step;
+// CRESCENT_CUDA_DECODE_STEP=0 turns it off, CRESCENT_STEP_TRACE=1 or
+// =events times it). Other decode-only batches of up to 8 tokens run a
+// fused path (GEMVs with the norms, SwiGLU and residual adds folded in)
+// replayed from CUDA graphs, one per batch shape, captured the second time
+// a shape runs (BackendOptions::cuda_graphs). CRESCENT_PROFILE=1 (or
+// =decode) prints the device time per stage at exit, graphs and the
+// persistent step off.
+//
+// Sampling: SupportsDeviceSampling() is true; a SequenceInput::sample is
+// drawn on the device (sampler.cu) and only its token id (and logprob)
+// crosses PCIe instead of a vocabulary-wide float32 row.
 #pragma once
 
 #include <memory>

@@ -125,6 +125,39 @@ void CompareWithCpu(const std::string& dir, double tolerance, int prompt_len) {
   }
 }
 
+// One sequence decoding alone (the persistent decode step where the shape
+// allows it, decode_step.h): a prompt, then single-token steps compared
+// row by row with the CPU, one of them without logits (its KV must still
+// be written: the next step attends to it).
+void CompareSingleDecode(const std::string& dir, double tolerance, int prompt_len) {
+  auto cpu = Load(dir, "cpu");
+  auto gpu = Load(dir, "cuda");
+  ASSERT_TRUE(cpu && gpu);
+  const int vocab = cpu->config().vocab_size;
+  std::vector<int32_t> a = RandomTokens(prompt_len, vocab, 5);
+  a.reserve(prompt_len + 16);
+  std::vector<int32_t> table(128);
+  std::iota(table.begin(), table.end(), 0);
+  std::reverse(table.begin(), table.end());
+  ForwardOutput co, go;
+  ASSERT_TRUE(cpu->Forward({{{a, 0, table}}}, &co).ok());
+  ASSERT_TRUE(gpu->Forward({{{a, 0, table}}}, &go).ok());
+  for (int step = 0; step < 6; ++step) {
+    a.push_back(static_cast<int32_t>((step * 977 + 3) % vocab));
+    const LogitsMode mode = step == 2 ? LogitsMode::kNone : LogitsMode::kLast;
+    ForwardBatch batch{{{std::span(a).last(1), static_cast<int32_t>(a.size() - 1), table, mode}}};
+    Status cs = cpu->Forward(batch, &co);
+    ASSERT_TRUE(cs.ok()) << cs.ToString();
+    Status gs = gpu->Forward(batch, &go);
+    ASSERT_TRUE(gs.ok()) << gs.ToString();
+    ASSERT_EQ(co.row_begin, go.row_begin);
+    if (mode == LogitsMode::kNone) continue;
+    const double err = RelError(go.Row(0), co.Row(0));
+    EXPECT_LT(err, tolerance) << dir << " step " << step;
+    std::printf("single decode step %d (context %zu): relative error %.2e\n", step, a.size(), err);
+  }
+}
+
 struct Shape {
   const char* name;
   Architecture arch;
@@ -143,6 +176,16 @@ TEST_P(CudaVsCpuTest, LogitsAgreeOnLongPromptsAndMixedBatches) {
   CompareWithCpu(dir.path(), kBf16Tolerance, 1000);
 }
 
+TEST_P(CudaVsCpuTest, SingleSequenceDecodeAgrees) {
+  SKIP_WITHOUT_GPU();
+  const Shape& s = GetParam();
+  testing::TempDir dir;
+  ASSERT_TRUE(
+      WriteRandomCheckpoint(SmallConfig(s.arch, s.heads, s.kv_heads, s.head_dim), dir.path(), 11)
+          .ok());
+  CompareSingleDecode(dir.path(), kBf16Tolerance, 1500);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaVsCpuTest,
     ::testing::Values(Shape{"qwen3_d128_gqa2", Architecture::kQwen3, 4, 2, 128},
@@ -157,6 +200,7 @@ TEST(CudaBackendTest, Qwen3_0_6bShapedModelAgreesWithCpu) {
   testing::TempDir dir;
   ASSERT_TRUE(MakeModel({"qwen3-0.6b", dir.path(), 1, ""}).ok());
   CompareWithCpu(dir.path(), kBf16Tolerance, 300);
+  CompareSingleDecode(dir.path(), kBf16Tolerance, 700);
 }
 
 // K/V blocks in the wire layout: the GPU's bf16 block equals the CPU's

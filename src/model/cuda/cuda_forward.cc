@@ -16,6 +16,7 @@
 #include "model/backend_internal.h"
 #include "model/cuda/backend_impl.h"
 #include "model/cuda/cuda_util.h"
+#include "model/rope.h"
 #include "common/logging.h"
 
 namespace crescent::model::cuda {
@@ -162,7 +163,8 @@ Status CudaBackend::Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w,
 }
 
 Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
-  RETURN_IF_ERROR(ValidateForwardBatch(batch, config_.vocab_size, layout_, num_blocks_));
+  RETURN_IF_ERROR(ValidateForwardBatch(batch, config_.vocab_size, layout_, num_blocks_,
+                                       /*device_sampling=*/true));
   const ModelConfig& c = config_;
   const int32_t B = layout_.block_size;
   const bool tiles_ok = PrefillAttentionSupports(c.head_dim);
@@ -185,6 +187,8 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   tables.reserve(table_len);
   out->vocab_size = c.vocab_size;
   out->row_begin.assign(1, 0);
+  std::vector<int32_t> sample_rows, sample_seqs;
+  std::vector<DeviceSampleParams> sample_params;
   int32_t max_decode_ctx = 0;
   for (const SequenceInput& s : batch.sequences) {
     const int32_t n = static_cast<int32_t>(s.tokens.size());
@@ -207,12 +211,26 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
       for (int32_t i = 0; i < n; ++i) decode.push_back({row0 + i, s.position + i, table_offset, 0});
       max_decode_ctx = std::max(max_decode_ctx, s.position + n);
     }
-    if (s.logits == LogitsMode::kAll) {
+    if (s.sample) {  // drawn on the device: its row goes after the host rows
+      const SamplingRequest& q = *s.sample;
+      sample_rows.push_back(row0 + n - 1);
+      sample_params.push_back({q.temperature, q.top_p, q.min_p, q.top_k, q.uniform,
+                               q.logprob ? 1 : 0, 0});
+      sample_seqs.push_back(static_cast<int32_t>(out->row_begin.size() - 1));
+    } else if (s.logits == LogitsMode::kAll) {
       for (int32_t i = 0; i < n; ++i) rows.push_back(row0 + i);
     } else if (s.logits == LogitsMode::kLast) {
       rows.push_back(row0 + n - 1);
     }
     out->row_begin.push_back(static_cast<int32_t>(rows.size()));
+  }
+  // Logits rows: the host's first, then the sampled ones (row index within
+  // their logits chunk).
+  const int64_t host_rows = static_cast<int64_t>(rows.size());
+  for (size_t k = 0; k < sample_rows.size(); ++k) {
+    sample_params[k].row = static_cast<int32_t>((host_rows + static_cast<int64_t>(k)) %
+                                                kLogitsChunkRows);
+    rows.push_back(sample_rows[k]);
   }
   // Longest tiles (most keys) first: they set the kernel's tail.
   std::sort(tiles.begin(), tiles.end(),
@@ -264,9 +282,15 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   meta_at_.rows = place(R);
   meta_at_.decode = place(decode.size() * 4);
   meta_at_.tiles = place(tiles.size() * 4);
+  // One decode token alone runs the persistent step (decode_step.h), which
+  // takes its RoPE tables from here (the CPU backend's, bit for bit).
+  const bool stepped = step_enabled_ && T == 1 && num_decode_ == 1 && R <= 1;
+  meta_at_.rope = place(stepped ? c.head_dim : 0);
   // Last, so that every other offset depends on the batch's shape only (a
   // captured graph reads them at fixed addresses while tables grow).
   meta_at_.tables = place(tables.size());
+  // After the tables: a captured graph never reads these.
+  meta_at_.sample = place(sample_params.size() * sizeof(DeviceSampleParams) / 4);
   if (meta_host_.bytes() < at * 4) {
     RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "grow batch metadata");
     RETURN_IF_ERROR(meta_host_.Allocate(std::max<size_t>(at * 8, 1 << 20), "batch metadata"));
@@ -279,15 +303,22 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   std::memcpy(h + meta_at_.slots, slots.data(), slots.size() * 4);
   std::memcpy(h + meta_at_.rows, rows.data(), rows.size() * 4);
   std::memcpy(h + meta_at_.tables, tables.data(), tables.size() * 4);
+  std::memcpy(h + meta_at_.sample, sample_params.data(),
+              sample_params.size() * sizeof(DeviceSampleParams));
   std::memcpy(h + meta_at_.decode, decode.data(), decode.size() * sizeof(DecodeItem));
   std::memcpy(h + meta_at_.tiles, tiles.data(), tiles.size() * sizeof(PrefillTile));
+  if (stepped) {
+    float* rope = reinterpret_cast<float*>(h + meta_at_.rope);
+    RopeCosSin(inv_freq_host_, positions[0], rope, rope + c.head_dim / 2);
+  }
   RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(meta_.as<void>(), h, at * 4, cudaMemcpyHostToDevice, stream_),
       "upload batch metadata");
 
   // ---- the network: replayed from a graph for decode batches seen before ----
   profile_.Mark(StageProfile::kEmbed, stream_);  // start
-  const bool graphable = !profile_.enabled() && graphs_enabled_ && num_tiles_ == 0 && R <= kLogitsChunkRows && R > 0;
+  const bool graphable = !stepped && !profile_.enabled() && graphs_enabled_ && num_tiles_ == 0 &&
+                         R <= kLogitsChunkRows && R > 0;
   bool ran = false;
   if (graphable) {
     const GraphKey key{T, R, splits_, split_len_};
@@ -314,20 +345,56 @@ Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
       graph_seen_.insert(key);
     }
   }
+  // One decode token alone: the persistent step kernel (decode_step.h).
+  if (!ran && step_enabled_ && T == 1 && num_decode_ == 1 && R <= 1) {
+    RETURN_IF_ERROR(RunDecodeStep(R == 1));
+    ran = true;
+  }
   if (!ran) RETURN_IF_ERROR(RunNetwork(T, std::min(R, kLogitsChunkRows)));
 
-  // ---- logits of the requested rows (chunk 0 computed above) ----
-  out->logits.resize(static_cast<size_t>(R) * c.vocab_size);
+  // ---- logits of the requested rows (chunk 0 computed above): host rows
+  // copied out, sampled rows drawn on the device ----
+  const int64_t num_sampled = static_cast<int64_t>(sample_params.size());
+  if (num_sampled > 0 && sample_out_.bytes() < num_sampled * sizeof(DeviceSampleResult)) {
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "grow the sampling buffers");
+    const size_t bytes = std::max<size_t>(num_sampled * 2, 64) * sizeof(DeviceSampleResult);
+    RETURN_IF_ERROR(sample_out_.Allocate(bytes, "sampled tokens"));
+    RETURN_IF_ERROR(sample_out_host_.Allocate(bytes, "sampled tokens"));
+  }
+  out->logits.resize(static_cast<size_t>(host_rows) * c.vocab_size);
   for (int64_t r0 = 0; r0 < R; r0 += kLogitsChunkRows) {
     const int64_t n = std::min(kLogitsChunkRows, R - r0);
     if (r0 > 0) RETURN_IF_ERROR(RunLogits(r0, n));
-    const size_t bytes = static_cast<size_t>(n) * c.vocab_size * 4;
+    const int64_t host_n = std::clamp<int64_t>(host_rows - r0, 0, n);
+    if (host_n < n) {  // sampled rows [r0 + host_n, r0 + n)
+      const int64_t k0 = r0 + host_n - host_rows;
+      const auto* params =
+          reinterpret_cast<const DeviceSampleParams*>(meta_.as<int32_t>() + meta_at_.sample) + k0;
+      RETURN_IF_CUDA_ERROR(
+          LaunchSample(logits_.as<float>(), c.vocab_size, params, static_cast<int32_t>(n - host_n),
+                       c.vocab_size, sample_out_.as<DeviceSampleResult>() + k0, stream_),
+          "sampling kernel");
+    }
+    if (host_n == 0) continue;
+    const size_t bytes = static_cast<size_t>(host_n) * c.vocab_size * 4;
     RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(logits_host_.as<void>(), logits_.as<void>(), bytes,
                                          cudaMemcpyDeviceToHost, stream_),
                          "copy logits to the host");
     RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "run the forward pass");
     CopyOut(out->logits.data() + r0 * c.vocab_size, logits_host_.as<void>(), bytes);
     profile_.Mark(StageProfile::kLogitsCopy, stream_);
+  }
+  out->sampled.assign(batch.sequences.size(), SampledToken{});
+  if (num_sampled > 0) {
+    RETURN_IF_CUDA_ERROR(
+        cudaMemcpyAsync(sample_out_host_.as<void>(), sample_out_.as<void>(),
+                        num_sampled * sizeof(DeviceSampleResult), cudaMemcpyDeviceToHost, stream_),
+        "copy sampled tokens to the host");
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "sample on the device");
+    const auto* res = sample_out_host_.as<DeviceSampleResult>();
+    for (int64_t k = 0; k < num_sampled; ++k) {
+      out->sampled[sample_seqs[k]] = {res[k].token, res[k].logprob, res[k].rank};
+    }
   }
   // Without logits the KV writes must still be complete when we return
   // (ReadKvBlocks runs on another stream).

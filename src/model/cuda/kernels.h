@@ -144,4 +144,27 @@ cudaError_t LaunchPrefillAttention(const AttentionArgs& a, const PrefillTile* ti
                                    int32_t num_tiles, cudaStream_t stream);
 bool PrefillAttentionSupports(int32_t D);
 
+// ---- sampling (sampler.cu) ----
+
+// One row to sample: SamplingRequest (backend.h) plus where its logits are.
+struct DeviceSampleParams {
+  float temperature, top_p, min_p;
+  int32_t top_k;
+  double uniform;   // the caller's draw in [0, 1)
+  int32_t logprob;  // 1: also the token's logprob and rank
+  int32_t row;      // logits row (of row_stride floats)
+};
+struct DeviceSampleResult {
+  int32_t token;
+  float logprob;  // log_softmax of the raw row at token (when asked)
+  int32_t rank;   // 1 + tokens with a larger logit (when asked)
+  int32_t pad;
+};
+static_assert(sizeof(DeviceSampleParams) == 32, "upload layout");
+
+// out[i] = the token drawn from row params[i].row of logits, one block per
+// row (sampler.cu says how). Greedy rows agree with engine::Argmax exactly.
+cudaError_t LaunchSample(const float* logits, int64_t row_stride, const DeviceSampleParams* params,
+                         int32_t rows, int32_t V, DeviceSampleResult* out, cudaStream_t stream);
+
 }  // namespace crescent::model::cuda

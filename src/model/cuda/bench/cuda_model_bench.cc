@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   if (!config.ok()) return std::fprintf(stderr, "%s\n", config.status().ToString().c_str()), 1;
   const ModelConfig& c = *config;
   const int B = 16;
-  const int per_seq_blocks = (std::max(context + 2 * steps + 1, prompt_len) + B - 1) / B;
+  const int per_seq_blocks = (std::max(context + 3 * steps + 1, prompt_len) + B - 1) / B;
   BackendOptions bo;
   bo.backend = "cuda";
   bo.kv_block_size = B;
@@ -210,10 +210,13 @@ int main(int argc, char** argv) {
       Status st = backend.Forward(pre, &out);
       if (!st.ok()) return std::fprintf(stderr, "%s\n", st.ToString().c_str()), 1;
     }
-    // Two passes of `steps` steps: logits of every sequence to the host (as
-    // the engine runs), then logits of sequence 0 only: the same weight and
-    // KV reads on the device without the batch x vocabulary float32 copy.
-    for (int pass = 0; pass < 2; ++pass) {
+    // Three passes of `steps` steps: logits of every sequence to the host,
+    // logits of sequence 0 only (the same weight and KV reads on the device
+    // without the batch x vocabulary float32 copy), and every sequence's
+    // next token drawn on the device (greedy; token ids to the host: what
+    // the engine runs on a backend with device sampling).
+    const SamplingRequest greedy;
+    for (int pass = 0; pass < 3; ++pass) {
       std::vector<double> step_s;
       for (int step = 0; step < steps; ++step) {
         ForwardBatch dec;
@@ -221,7 +224,8 @@ int main(int argc, char** argv) {
           seqs[s].push_back(static_cast<int32_t>((step * 31 + s) % c.vocab_size));
           dec.sequences.push_back({std::span(seqs[s]).last(1),
                                    static_cast<int32_t>(seqs[s].size() - 1), tables[s],
-                                   pass == 0 || s == 0 ? LogitsMode::kLast : LogitsMode::kNone});
+                                   pass != 1 || s == 0 ? LogitsMode::kLast : LogitsMode::kNone,
+                                   pass == 2 ? &greedy : nullptr});
         }
         auto t0 = Clock::now();
         Status st = backend.Forward(dec, &out);
@@ -229,13 +233,15 @@ int main(int argc, char** argv) {
         if (step >= 2) step_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       const double t = Median(step_s);
-      const double ctx_avg = context + steps * (pass + 0.5);
+      const double ctx_avg = context + steps * (pass + 0.5);  // the context grows each pass
       const double bytes = weight_bytes + batch * ctx_avg * kv_bytes_per_token;
       const double limit = bytes / bw;
       std::printf(
           "decode batch %3d, context %d, %s: step %.3f ms = %8.0f tok/s; HBM limit %.3f ms "
           "(%.0f MB/step) -> %.0f%% of the limit\n",
-          batch, context, pass == 0 ? "all logits to host" : "logits of 1 row     ", t * 1e3,
+          batch, context,
+          pass == 0 ? "all logits to host" : (pass == 1 ? "logits of 1 row     " : "greedy on device    "),
+          t * 1e3,
           batch / t, limit * 1e3, bytes / 1e6, 100 * limit / t);
     }
   }
