@@ -208,6 +208,7 @@ class StoreConnectorImpl : public StoreConnector {
     // Staged blocks are written as each group arrives (engine thread).
     LoadJob& j = **job;
     j.status = RunLoad(j, [&](std::vector<StagedWrite> writes) { WriteStaged(j, writes); });
+    j.end = Clock::now();
     return FinishLoad(j);
   }
 
@@ -242,6 +243,10 @@ class StoreConnectorImpl : public StoreConnector {
     // Writes into the model's KV cache happen here, on the engine thread; a
     // finished load's writes were queued before it finished.
     for (auto& [job, w] : writes) WriteStaged(*job, w);
+    for (const auto& job : finished) {
+      if (!pool_.empty()) continue;
+      job->end = Clock::now();  // its last writes were made just now
+    }
     for (const auto& job : finished) {
       loads_.erase(job->id);
       done.push_back({job->id, FinishLoad(*job)});
@@ -317,6 +322,7 @@ class StoreConnectorImpl : public StoreConnector {
     int first = 0, last = 0;                 // blocks [first, last) of the sequence
     std::vector<engine::BlockId> blocks;     // theirs, in the KV pool
     Clock::time_point start, deadline;
+    Clock::time_point end;                   // the read's (and writes') end
     std::atomic<bool> cancelled{false};      // the sequence went away
     double get_seconds = 0;                  // loader (or inline) only
     Status status;                           // the read's; set before it finishes
@@ -538,7 +544,9 @@ class StoreConnectorImpl : public StoreConnector {
     const int tokens = (job.last - job.first) * block_size;
     Track(job.request_id).loaded_tokens = tokens;
     Inc(metrics_.loaded_tokens, &stats_.loaded_tokens, static_cast<uint64_t>(tokens));
-    const double seconds = Seconds(Clock::now() - job.start);
+    // From the scheduler's start (queueing behind other loads included) to
+    // the blocks holding the KV; not the wait for the engine's next poll.
+    const double seconds = Seconds(job.end - job.start);
     if (metrics_.load_seconds) metrics_.load_seconds->Observe(seconds);
     spdlog::debug("request {}: loaded tokens [{}, {}) from the store in {:.1f} ms (get {:.1f} ms)",
                   job.request_id, job.first * block_size, job.last * block_size, seconds * 1e3,
@@ -564,6 +572,7 @@ class StoreConnectorImpl : public StoreConnector {
       });
       std::lock_guard lock(mu_);
       job->status = std::move(status);
+      job->end = Clock::now();
       finished_loads_.push_back(std::move(job));
     }
   }
