@@ -215,7 +215,8 @@ class StoreConnectorImpl : public StoreConnector {
   engine::KvLoadStart StartLoadKv(const engine::KvSequenceView& seq, engine::KvLoadId id,
                                   int begin_token, int end_token,
                                   std::span<const engine::BlockId> blocks) override {
-    if (!options_.async_load) return KvConnector::StartLoadKv(seq, id, begin_token, end_token, blocks);
+    // No loader thread (async_load off, or a producer, which never loads).
+    if (!loader_.joinable()) return KvConnector::StartLoadKv(seq, id, begin_token, end_token, blocks);
     auto job = PrepareLoad(seq, id, begin_token, end_token, blocks);
     if (!job.ok()) {
       Inc(metrics_.load_failures, &stats_.load_failures);
