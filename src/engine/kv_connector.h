@@ -38,9 +38,10 @@
 // its load timeout). A connector may write them from its own threads only
 // where that is safe beside forward passes over other blocks (a pool in host
 // memory); writes through the model (Backend::WriteKvBlocks) belong on the
-// engine thread, e.g. inside PollFinishedLoads. The engine destroys
-// connectors' views (KvSequenceView, `blocks`) after StartLoadKv returns:
-// copy what the load needs.
+// engine thread, e.g. inside PollFinishedLoads. The views passed to
+// StartLoadKv (KvSequenceView, `blocks`) are valid only during the call:
+// copy what the load needs. An engine being destroyed cancels its loads and
+// waits until they are reported, so the connector must outlive it.
 #pragma once
 
 #include <cstdint>
