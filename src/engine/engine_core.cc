@@ -64,7 +64,9 @@ EngineCore::EngineCore(const EngineOptions& options, ModelRunner* model)
   scheduler_ = std::make_unique<Scheduler>(so, blocks_.get(), options.kv_connector);
 }
 
-EngineCore::~EngineCore() = default;
+// Loads in flight write into blocks of sequences that die with requests_:
+// detach and wait for them first.
+EngineCore::~EngineCore() { scheduler_->AbandonLoads(); }
 
 Status EngineCore::ValidateRequest(const EngineRequest& request) const {
   if (request.request_id.empty()) return InvalidArgumentError("request_id must not be empty");
@@ -344,7 +346,7 @@ std::vector<RequestOutput> EngineCore::Step() {
 EngineStats EngineCore::Stats() const {
   EngineStats s;
   s.num_running = scheduler_->num_running();
-  s.num_waiting = scheduler_->num_waiting();
+  s.num_waiting = scheduler_->num_waiting() + scheduler_->num_loading();
   s.kv_cache_usage = blocks_->Usage();
   s.num_blocks = blocks_->num_blocks();
   s.num_free_blocks = blocks_->num_free_blocks();

@@ -43,7 +43,11 @@ class EngineCore {
   // One scheduling step and forward pass. Returns the deltas produced.
   std::vector<RequestOutput> Step();
 
-  bool HasUnfinishedRequests() const { return !requests_.empty(); }
+  // Requests not finished, or KV connector loads still in flight (of
+  // aborted requests too: Step frees their blocks once they end).
+  bool HasUnfinishedRequests() const {
+    return !requests_.empty() || scheduler_->num_loading() > 0;
+  }
   bool HasRequest(const std::string& request_id) const {
     return requests_.count(request_id) != 0;
   }

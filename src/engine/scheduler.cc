@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <chrono>
+#include <thread>
 
 #include "common/logging.h"
 
@@ -11,6 +13,31 @@ Scheduler::Scheduler(const SchedulerOptions& options, BlockManager* blocks,
                      KvConnector* connector)
     : options_(options), blocks_(blocks), connector_(connector),
       block_size_(blocks->block_size()) {}
+
+Scheduler::~Scheduler() { AbandonLoads(); }
+
+void Scheduler::AbandonLoads() {
+  for (auto& [id, load] : loading_) {
+    if (load.seq == nullptr) continue;
+    load.orphan = std::move(load.seq->blocks);
+    load.seq->blocks = BlockTable{};
+    load.seq->kv_load_id = 0;
+    load.seq = nullptr;
+    connector_->CancelLoad(id);
+  }
+  using Clock = std::chrono::steady_clock;
+  auto warn_at = Clock::now() + std::chrono::seconds(5);
+  while (!loading_.empty()) {
+    FinishLoads();
+    if (loading_.empty()) break;
+    // The connector bounds its loads (kv_connector.h); say so if it does not.
+    if (Clock::now() >= warn_at) {
+      spdlog::warn("waiting for {} KV connector loads to end", loading_.size());
+      warn_at = Clock::now() + std::chrono::seconds(5);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
 
 void Scheduler::Add(Sequence* seq) {
   seq->status = SeqStatus::kWaiting;
@@ -22,6 +49,14 @@ void Scheduler::Remove(Sequence* seq) {
     waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
   } else if (seq->status == SeqStatus::kRunning) {
     running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  } else if (seq->status == SeqStatus::kLoadingKv) {
+    // The load may be writing the blocks: they are freed when it ends.
+    Load& load = loading_.at(seq->kv_load_id);
+    load.seq = nullptr;
+    load.orphan = std::move(seq->blocks);
+    seq->blocks = BlockTable{};
+    connector_->CancelLoad(seq->kv_load_id);
+    seq->kv_load_id = 0;
   }
   blocks_->Free(&seq->blocks);
   seq->status = SeqStatus::kFinished;
@@ -91,7 +126,17 @@ bool Scheduler::AdmitWaiting(Sequence* seq, SchedulerOutput* out, int* budget) {
   if (external_tokens > 0) {
     auto ids = std::span<const BlockId>(seq->blocks.blocks)
                    .subspan(local_tokens / block_size_, external_tokens / block_size_);
-    Status s = connector_->LoadKv(View(*seq), local_tokens, computed, ids);
+    const KvLoadId load_id = next_load_id_++;
+    KvLoadStart started = connector_->StartLoadKv(View(*seq), load_id, local_tokens, computed, ids);
+    if (started.async) {
+      // Holds its blocks, computes nothing until the load ends (FinishLoads).
+      loading_.emplace(load_id, Load{seq, BlockTable{}, local_tokens, computed});
+      seq->kv_load_id = load_id;
+      waiting_.pop_front();
+      seq->status = SeqStatus::kLoadingKv;
+      return true;
+    }
+    const Status& s = started.status;
     if (s.ok()) {
       stats_.connector_loaded_tokens += external_tokens;
     } else {
@@ -117,7 +162,41 @@ bool Scheduler::AdmitWaiting(Sequence* seq, SchedulerOutput* out, int* budget) {
   return true;
 }
 
+void Scheduler::FinishLoads() {
+  if (connector_ == nullptr || loading_.empty()) return;
+  for (const KvLoadDone& done : connector_->PollFinishedLoads()) {
+    auto it = loading_.find(done.id);
+    if (it == loading_.end()) {
+      spdlog::error("the KV connector reported load {}, which is not in flight", done.id);
+      continue;
+    }
+    Load load = std::move(it->second);
+    loading_.erase(it);
+    Sequence* seq = load.seq;
+    if (seq == nullptr) {  // removed while loading
+      blocks_->Free(&load.orphan);
+      continue;
+    }
+    int computed = load.end_token;
+    if (done.status.ok()) {
+      stats_.connector_loaded_tokens += load.end_token - load.local_tokens;
+    } else {
+      spdlog::warn("request {}: KV load of tokens [{}, {}) failed, computing them: {}",
+                   seq->request_id, load.local_tokens, load.end_token, done.status.ToString());
+      ++stats_.connector_failed_loads;
+      computed = load.local_tokens;
+    }
+    if (seq->num_cached_tokens < 0) seq->num_cached_tokens = std::min(computed, seq->num_prompt_tokens);
+    seq->num_computed_tokens = computed;
+    blocks_->CacheFullBlocks(&seq->blocks, seq->block_hashes, computed / block_size_);
+    seq->kv_load_id = 0;
+    seq->status = SeqStatus::kRunning;
+    running_.push_back(seq);
+  }
+}
+
 SchedulerOutput Scheduler::Schedule() {
+  FinishLoads();
   SchedulerOutput out;
   int budget = options_.max_num_batched_tokens;
   for (Sequence* seq : running_) seq->scheduled_this_step = false;
@@ -141,7 +220,7 @@ SchedulerOutput Scheduler::Schedule() {
 
   if (!out.preempted.empty()) return out;
   while (!waiting_.empty() && budget > 0 &&
-         static_cast<int>(running_.size()) < options_.max_num_seqs) {
+         static_cast<int>(running_.size() + loading_.size()) < options_.max_num_seqs) {
     if (!AdmitWaiting(waiting_.front(), &out, &budget)) break;
   }
   return out;

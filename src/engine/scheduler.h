@@ -10,6 +10,12 @@
 //     free blocks allow: each looks up its prompt in the prefix cache, asks
 //     the KV connector (if any) for more, and starts computing the rest,
 //     chunked to the budget. New requests thus join a running batch.
+// A sequence whose connector load runs asynchronously (kv_connector.h) is
+// admitted with its blocks but computes nothing and takes no budget until
+// the load ends (kLoadingKv; it counts against max_num_seqs); the waiting
+// sequences behind it are admitted meanwhile. Each step first collects the
+// loads that ended: those sequences join the running ones (last), with the
+// loaded tokens computed, or, when the load failed, none of them.
 // When a running sequence needs a block and none is free, the newest running
 // sequence not yet scheduled in this step is preempted by recompute: its
 // blocks are freed (their cached KV stays reusable) and it goes back to the
@@ -20,6 +26,7 @@
 #pragma once
 
 #include <deque>
+#include <map>
 #include <vector>
 
 #include "engine/block_manager.h"
@@ -58,11 +65,21 @@ class Scheduler {
   // `blocks` and `connector` (may be null) outlive the scheduler.
   Scheduler(const SchedulerOptions& options, BlockManager* blocks,
             KvConnector* connector);
+  // Waits for loads still in flight (AbandonLoads) without touching their
+  // sequences.
+  ~Scheduler();
 
   // Queues a new sequence at the back of the waiting queue.
   void Add(Sequence* seq);
   // Removes a sequence wherever it is and frees its blocks (abort, finish).
+  // A sequence whose load is in flight gives its blocks to the scheduler,
+  // which cancels the load and frees them once the connector reports it:
+  // the sequence itself may be destroyed right after this returns.
   void Remove(Sequence* seq);
+  // Detaches every sequence still loading (as Remove would, but leaving
+  // them kLoadingKv) and waits until the connector reported their loads,
+  // freeing the blocks. For shutdown, while the sequences still exist.
+  void AbandonLoads();
 
   SchedulerOutput Schedule();
   // After the model computed `out`: advances num_computed_tokens and
@@ -73,6 +90,8 @@ class Scheduler {
   void ReportPrefillDone(Sequence* seq);
 
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  // Connector loads in flight, including those of removed sequences.
+  int num_loading() const { return static_cast<int>(loading_.size()); }
   int num_running() const { return static_cast<int>(running_.size()); }
   const SchedulerStats& stats() const { return stats_; }
 
@@ -83,6 +102,15 @@ class Scheduler {
   // Admits the front of the waiting queue; false when it cannot start now.
   bool AdmitWaiting(Sequence* seq, SchedulerOutput* out, int* budget);
   KvSequenceView View(const Sequence& seq) const;
+  // Collects the connector's finished loads (start of every step).
+  void FinishLoads();
+
+  struct Load {
+    Sequence* seq = nullptr;  // null once removed: then `orphan` holds its blocks
+    BlockTable orphan;
+    int local_tokens = 0;     // the load covers tokens [local_tokens, end_token)
+    int end_token = 0;
+  };
 
   const SchedulerOptions options_;
   BlockManager* const blocks_;
@@ -91,6 +119,8 @@ class Scheduler {
 
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // admission order, oldest first
+  std::map<KvLoadId, Load> loading_;
+  KvLoadId next_load_id_ = 1;
   SchedulerStats stats_;
 };
 

@@ -23,7 +23,9 @@
 
 namespace crescent::engine {
 
-enum class SeqStatus { kWaiting, kRunning, kFinished };
+// kLoadingKv: admitted, its KV connector load in flight (holds its blocks,
+// not scheduled until the load ends).
+enum class SeqStatus { kWaiting, kLoadingKv, kRunning, kFinished };
 
 enum class FinishReason { kStop, kLength, kAbort, kError };
 // "stop", "length", "abort", "error" (OpenAI's finish_reason for the first two).
@@ -64,6 +66,7 @@ struct Sequence {
   int num_cached_tokens = -1;      // -1: not scheduled yet
   int num_preemptions = 0;
   bool prefill_reported = false;   // KV connector told of the full prompt
+  uint64_t kv_load_id = 0;         // with kLoadingKv: the connector's load
 
   // Outputs produced since the last delta was handed out.
   std::vector<int32_t> pending_tokens;

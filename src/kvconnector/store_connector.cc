@@ -105,7 +105,12 @@ class StoreConnectorImpl : public StoreConnector {
       stopping_ = true;
     }
     work_cv_.notify_all();
+    load_cv_.notify_all();
     if (saver_.joinable()) saver_.join();
+    // The engine (which waits for its loads) is gone: the queue is empty.
+    if (loader_.joinable()) loader_.join();
+    for (auto& [job, writes] : staged_writes_)
+      for (const StagedWrite& w : writes) Free(w.slice);
     ReleaseHolders(/*all=*/true);
     if (host_registered_) (void)backend_->UnregisterHostBuffer({staging_, staging_size_});
     if (client_ && staging_ != nullptr) (void)client_->UnregisterBuffer(staging_);
@@ -153,6 +158,8 @@ class StoreConnectorImpl : public StoreConnector {
     if (!pool_.empty()) RETURN_IF_ERROR(client_->RegisterBuffer(pool_.data(), pool_.size()));
     allocator_ = std::make_unique<store::OffsetAllocator>(staging_size_, kStagingAlignment);
     if (options_.role != Role::kConsumer) saver_ = std::thread([this] { SaverLoop(); });
+    if (options_.role != Role::kProducer && options_.async_load)
+      loader_ = std::thread([this] { LoaderLoop(); });
     spdlog::info("kv connector: role {}, chunks of {} tokens ({} bytes), keys {}*",
                  RoleName(), lineage_.chunk_tokens, block_bytes_ * lineage_.chunk_blocks(),
                  key_prefix_);
@@ -193,20 +200,63 @@ class StoreConnectorImpl : public StoreConnector {
 
   Status LoadKv(const engine::KvSequenceView& seq, int begin_token, int end_token,
                 std::span<const engine::BlockId> blocks) override {
-    const Clock::time_point start = Clock::now();
-    Status s = Load(seq, begin_token, end_token, blocks);
-    if (!s.ok()) {
+    auto job = PrepareLoad(seq, 0, begin_token, end_token, blocks);
+    if (!job.ok()) {
       Inc(metrics_.load_failures, &stats_.load_failures);
-      return s;
+      return job.status();
     }
-    Tracked& t = Track(seq.request_id);
-    t.loaded_tokens = end_token - begin_token;
-    Inc(metrics_.loaded_tokens, &stats_.loaded_tokens, static_cast<uint64_t>(t.loaded_tokens));
-    const double seconds = Seconds(Clock::now() - start);
-    if (metrics_.load_seconds) metrics_.load_seconds->Observe(seconds);
-    spdlog::debug("request {}: loaded tokens [{}, {}) from the store in {:.1f} ms (get {:.1f} ms)",
-                  seq.request_id, begin_token, end_token, seconds * 1e3, get_seconds_ * 1e3);
-    return OkStatus();
+    // Staged blocks are written as each group arrives (engine thread).
+    LoadJob& j = **job;
+    j.status = RunLoad(j, [&](std::vector<StagedWrite> writes) { WriteStaged(j, writes); });
+    j.end = Clock::now();
+    return FinishLoad(j);
+  }
+
+  engine::KvLoadStart StartLoadKv(const engine::KvSequenceView& seq, engine::KvLoadId id,
+                                  int begin_token, int end_token,
+                                  std::span<const engine::BlockId> blocks) override {
+    // No loader thread (async_load off, or a producer, which never loads).
+    if (!loader_.joinable()) return KvConnector::StartLoadKv(seq, id, begin_token, end_token, blocks);
+    auto job = PrepareLoad(seq, id, begin_token, end_token, blocks);
+    if (!job.ok()) {
+      Inc(metrics_.load_failures, &stats_.load_failures);
+      return engine::KvLoadStart{false, job.status()};
+    }
+    loads_.emplace(id, *job);
+    {
+      std::lock_guard lock(mu_);
+      load_queue_.push_back(std::move(*job));
+    }
+    load_cv_.notify_all();
+    return engine::KvLoadStart{true, OkStatus()};
+  }
+
+  std::vector<engine::KvLoadDone> PollFinishedLoads() override {
+    std::vector<engine::KvLoadDone> done;
+    if (loads_.empty()) return done;
+    std::vector<std::pair<std::shared_ptr<LoadJob>, std::vector<StagedWrite>>> writes;
+    std::vector<std::shared_ptr<LoadJob>> finished;
+    {
+      std::lock_guard lock(mu_);
+      writes.swap(staged_writes_);
+      finished.swap(finished_loads_);
+    }
+    // Writes into the model's KV cache happen here, on the engine thread; a
+    // finished load's writes were queued before it finished.
+    for (auto& [job, w] : writes) WriteStaged(*job, w);
+    for (const auto& job : finished) {
+      if (!pool_.empty()) continue;
+      job->end = Clock::now();  // its last writes were made just now
+    }
+    for (const auto& job : finished) {
+      loads_.erase(job->id);
+      done.push_back({job->id, FinishLoad(*job)});
+    }
+    return done;
+  }
+
+  void CancelLoad(engine::KvLoadId id) override {
+    if (auto it = loads_.find(id); it != loads_.end()) it->second->cancelled = true;
   }
 
   void OnPrefillDone(const engine::KvSequenceView& seq,
@@ -255,6 +305,29 @@ class StoreConnectorImpl : public StoreConnector {
   struct Slice {
     uint64_t offset = 0;
     uint64_t size = 0;
+  };
+  // Blocks [begin, begin + count) of a load (indexes into LoadJob::blocks)
+  // read into `slice` at `skip` bytes, to be written into the KV cache.
+  struct StagedWrite {
+    Slice slice;
+    uint64_t skip = 0;
+    int begin = 0;
+    int count = 0;
+  };
+  // One load: planned on the engine thread, read by the loader thread (or
+  // inline for a synchronous load), finished on the engine thread.
+  struct LoadJob {
+    engine::KvLoadId id = 0;
+    std::string request_id;
+    std::vector<Chunk> plan;
+    int first = 0, last = 0;                 // blocks [first, last) of the sequence
+    std::vector<engine::BlockId> blocks;     // theirs, in the KV pool
+    Clock::time_point start, deadline;
+    Clock::time_point end;                   // the read's (and writes') end
+    std::atomic<bool> cancelled{false};      // the sequence went away
+    double get_seconds = 0;                  // loader (or inline) only
+    Status status;                           // the read's; set before it finishes
+    Status write_status;                     // staged writes' (engine thread)
   };
   struct SaveJob {
     std::string request_id;
@@ -345,23 +418,43 @@ class StoreConnectorImpl : public StoreConnector {
     return out;
   }
 
-  Status Load(const engine::KvSequenceView& seq, int begin_token, int end_token,
-              std::span<const engine::BlockId> blocks) {
+  // Takes the plan MatchTokens made for `seq` and checks the range.
+  StatusOr<std::shared_ptr<LoadJob>> PrepareLoad(const engine::KvSequenceView& seq,
+                                                 engine::KvLoadId id, int begin_token,
+                                                 int end_token,
+                                                 std::span<const engine::BlockId> blocks) {
     const int block_size = lineage_.block_size;
     auto it = tracked_.find(std::string(seq.request_id));
     if (it == tracked_.end() || it->second.plan.empty())
       return FailedPreconditionError("LoadKv without a matching lookup");
-    std::vector<Chunk> plan = std::move(it->second.plan);
-    const int first = begin_token / block_size;
-    const int last = end_token / block_size;
-    if (first < plan.front().begin_block || last > plan.back().end_block || last <= first)
+    auto job = std::make_shared<LoadJob>();
+    job->id = id;
+    job->request_id = std::string(seq.request_id);
+    job->plan = std::move(it->second.plan);
+    job->first = begin_token / block_size;
+    job->last = end_token / block_size;
+    const std::vector<Chunk>& plan = job->plan;
+    if (job->first < plan.front().begin_block || job->last > plan.back().end_block ||
+        job->last <= job->first || static_cast<int>(blocks.size()) != job->last - job->first)
       return FailedPreconditionError(fmt::format(
-          "LoadKv of blocks [{}, {}) is outside the planned [{}, {})", first, last,
-          plan.front().begin_block, plan.back().end_block));
-    const Clock::time_point deadline = Clock::now() + options_.load_timeout;
-    get_seconds_ = 0;
+          "LoadKv of blocks [{}, {}) ({} given) is outside the planned [{}, {})", job->first,
+          job->last, blocks.size(), plan.front().begin_block, plan.back().end_block));
+    job->blocks.assign(blocks.begin(), blocks.end());
+    job->start = Clock::now();
+    job->deadline = job->start + options_.load_timeout;
+    return job;
+  }
+
+  // Reads the job's chunks: straight into the pool's blocks, or into staging
+  // slices handed to `deliver` (which frees them after writing them).
+  Status RunLoad(LoadJob& job, const std::function<void(std::vector<StagedWrite>)>& deliver) {
+    const std::vector<Chunk>& plan = job.plan;
+    const int first = job.first;
+    const int last = job.last;
+    const std::span<const engine::BlockId> blocks(job.blocks);
     size_t next = 0;
     while (next < plan.size() && plan[next].begin_block < last) {
+      if (job.cancelled) return CancelledError("the request went away during its KV load");
       // A group of chunks whose staging fits the buffer at once. Reading
       // into the pool, only the blocks of a chunk outside [first, last)
       // need staging (they are read and dropped).
@@ -380,9 +473,10 @@ class StoreConnectorImpl : public StoreConnector {
         if (!slices.empty() && group_bytes + bytes > staging_size_ / 2) break;
         Slice slice{0, 0};
         if (bytes > 0) {
-          auto allocated = Allocate(bytes, deadline);
+          auto allocated = Allocate(bytes, job.deadline);
           if (!allocated.ok()) {
-            for (const Slice& s : slices) Free(s);
+            for (const Slice& s : slices)
+              if (s.size > 0) Free(s);
             return allocated.status();
           }
           slice = *allocated;
@@ -395,30 +489,93 @@ class StoreConnectorImpl : public StoreConnector {
       }
       const Clock::time_point get_start = Clock::now();
       auto got = client_->BatchGetIntoScatter(keys, pieces);
-      get_seconds_ += Seconds(Clock::now() - get_start);
+      job.get_seconds += Seconds(Clock::now() - get_start);
       Status status = OkStatus();
-      for (size_t i = 0; i < keys.size() && status.ok(); ++i) {
+      std::vector<StagedWrite> writes;
+      for (size_t i = 0; i < keys.size(); ++i) {
         const Chunk& chunk = plan[next + i];
-        if (!got[i].ok()) {
+        if (status.ok() && !got[i].ok()) {
           status = Status(got[i].status().code(),
                           fmt::format("chunk {}: {}", keys[i], got[i].status().message()));
+        }
+        if (status.ok()) Inc(metrics_.load_bytes, &stats_.load_bytes, *got[i]);
+        if (!status.ok() || !pool_.empty()) {  // in place already, or dropped
+          if (slices[i].size > 0) Free(slices[i]);
           continue;
         }
-        Inc(metrics_.load_bytes, &stats_.load_bytes, *got[i]);
-        if (!pool_.empty()) continue;  // already in place
         const int from = std::max(chunk.begin_block, first);
         const int to = std::min(chunk.end_block, last);
-        auto bytes = std::span<const std::byte>(At(slices[i]), slices[i].size)
-                         .subspan(static_cast<size_t>(from - chunk.begin_block) * block_bytes_,
-                                  static_cast<size_t>(to - from) * block_bytes_);
-        status = backend_->WriteKvBlocks(blocks.subspan(from - first, to - from), bytes);
+        writes.push_back({slices[i], static_cast<uint64_t>(from - chunk.begin_block) * block_bytes_,
+                          from - first, to - from});
       }
-      for (const Slice& s : slices)
-        if (s.size > 0) Free(s);
-      RETURN_IF_ERROR(status);
+      if (!status.ok()) {
+        for (const StagedWrite& w : writes) Free(w.slice);
+        return status;
+      }
+      if (!writes.empty()) deliver(std::move(writes));
       next = end;
     }
     return OkStatus();
+  }
+
+  // Writes staged blocks into the model's KV cache and frees their slices.
+  // Engine thread only.
+  void WriteStaged(LoadJob& job, const std::vector<StagedWrite>& writes) {
+    for (const StagedWrite& w : writes) {
+      if (job.write_status.ok() && !job.cancelled) {
+        auto bytes = std::span<const std::byte>(At(w.slice), w.slice.size)
+                         .subspan(w.skip, static_cast<size_t>(w.count) * block_bytes_);
+        job.write_status = backend_->WriteKvBlocks(
+            std::span<const engine::BlockId>(job.blocks).subspan(w.begin, w.count), bytes);
+      }
+      Free(w.slice);
+    }
+  }
+
+  // The load's outcome, counted. Engine thread only.
+  Status FinishLoad(LoadJob& job) {
+    Status s = job.status.ok() ? job.write_status : job.status;
+    if (s.ok() && job.cancelled) s = CancelledError("the request went away during its KV load");
+    if (!s.ok()) {
+      // A cancelled load is no store failure.
+      if (s.code() != StatusCode::kCancelled) Inc(metrics_.load_failures, &stats_.load_failures);
+      return s;
+    }
+    const int block_size = lineage_.block_size;
+    const int tokens = (job.last - job.first) * block_size;
+    Track(job.request_id).loaded_tokens = tokens;
+    Inc(metrics_.loaded_tokens, &stats_.loaded_tokens, static_cast<uint64_t>(tokens));
+    // From the scheduler's start (queueing behind other loads included) to
+    // the blocks holding the KV; not the wait for the engine's next poll.
+    const double seconds = Seconds(job.end - job.start);
+    if (metrics_.load_seconds) metrics_.load_seconds->Observe(seconds);
+    spdlog::debug("request {}: loaded tokens [{}, {}) from the store in {:.1f} ms (get {:.1f} ms)",
+                  job.request_id, job.first * block_size, job.last * block_size, seconds * 1e3,
+                  job.get_seconds * 1e3);
+    return OkStatus();
+  }
+
+  // The loader thread: runs asynchronous loads one after another; staged
+  // blocks go to the engine thread (PollFinishedLoads) to be written.
+  void LoaderLoop() {
+    while (true) {
+      std::shared_ptr<LoadJob> job;
+      {
+        std::unique_lock lock(mu_);
+        load_cv_.wait(lock, [&] { return stopping_ || !load_queue_.empty(); });
+        if (load_queue_.empty()) return;  // stopping
+        job = std::move(load_queue_.front());
+        load_queue_.pop_front();
+      }
+      Status status = RunLoad(*job, [&](std::vector<StagedWrite> writes) {
+        std::lock_guard lock(mu_);
+        staged_writes_.emplace_back(job, std::move(writes));
+      });
+      std::lock_guard lock(mu_);
+      job->status = std::move(status);
+      job->end = Clock::now();
+      finished_loads_.push_back(std::move(job));
+    }
   }
 
   void Save(const engine::KvSequenceView& seq, std::span<const engine::BlockId> blocks) {
@@ -550,7 +707,7 @@ class StoreConnectorImpl : public StoreConnector {
 
   // Engine thread only.
   std::map<std::string, Tracked> tracked_;
-  double get_seconds_ = 0;  // of the load in progress, for the debug log
+  std::map<engine::KvLoadId, std::shared_ptr<LoadJob>> loads_;  // started, not yet reported
   Clock::time_point lookup_skip_until_{};
 
   std::mutex mu_;
@@ -561,14 +718,20 @@ class StoreConnectorImpl : public StoreConnector {
   std::deque<SaveJob> jobs_;
   std::map<std::string, int> pending_;  // request id -> chunks not yet stored
   std::vector<Holder> holders_;
+  std::deque<std::shared_ptr<LoadJob>> load_queue_;  // for the loader
+  std::vector<std::pair<std::shared_ptr<LoadJob>, std::vector<StagedWrite>>> staged_writes_;
+  std::vector<std::shared_ptr<LoadJob>> finished_loads_;
   bool stopping_ = false;
+  std::condition_variable load_cv_;  // load_queue_ or stopping_
   std::thread saver_;
+  std::thread loader_;
 };
 
 }  // namespace
 
 Status ApplyExtraConfig(const nlohmann::json& extra, StoreConnectorOptions* options) {
-  constexpr const char* kKnown = "chunk_tokens, tcp_only, load_timeout_ms, save_timeout_ms";
+  constexpr const char* kKnown =
+      "chunk_tokens, tcp_only, load_timeout_ms, save_timeout_ms, async_load";
   if (!extra.is_object())
     return InvalidArgumentError("kv_connector_extra_config must be an object");
   for (const auto& [name, value] : extra.items()) {
@@ -595,6 +758,11 @@ Status ApplyExtraConfig(const nlohmann::json& extra, StoreConnectorOptions* opti
         return InvalidArgumentError(fmt::format(
             "kv_connector_extra_config.tcp_only must be true or false, got {}", value.dump()));
       options->tcp_only = value.get<bool>();
+    } else if (name == "async_load") {
+      if (!value.is_boolean())
+        return InvalidArgumentError(fmt::format(
+            "kv_connector_extra_config.async_load must be true or false, got {}", value.dump()));
+      options->async_load = value.get<bool>();
     } else {
       return InvalidArgumentError(fmt::format(
           "kv_connector_extra_config.{} is not a MooncakeStoreConnector setting (known: {})",

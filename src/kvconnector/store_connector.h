@@ -30,8 +30,15 @@
 // _bytes_total{direction=load|save}, _failures_total{op=lookup|load|save},
 // _load_seconds and _save_seconds (histograms).
 //
+// Loads run on a loader thread (async_load, the default): the chunks are
+// read straight into the request's blocks of a host-memory pool (which no
+// forward pass touches until the engine learns of the load's end), or into
+// the staging buffer, from which PollFinishedLoads writes them into the
+// model's KV cache on the engine thread.
+//
 // Thread safety: the engine hooks are called from the engine thread; the
-// saver thread is internal; stats() is safe from any thread.
+// saver and loader threads are internal; stats() is safe from any thread.
+// The connector must outlive the engine that uses it.
 #pragma once
 
 #include <chrono>
@@ -66,6 +73,10 @@ struct StoreConnectorOptions {
   // Read chunks straight into the KV pool when the backend keeps it in host
   // memory (Backend::HostKvPool); otherwise through the staging buffer.
   bool read_into_pool = true;
+  // Load on a loader thread while the engine keeps running other requests
+  // (KvConnector::StartLoadKv); false: on the engine thread, in the step
+  // that admits the request.
+  bool async_load = true;
   // A lookup or load that takes longer fails (the tokens are computed).
   std::chrono::milliseconds load_timeout{5000};
   // The longest a response waits for its prompt's chunks to be stored.
@@ -74,7 +85,7 @@ struct StoreConnectorOptions {
 };
 
 // Applies kv_connector_extra_config fields (vLLM's free-form object):
-//   chunk_tokens, tcp_only, load_timeout_ms, save_timeout_ms
+//   chunk_tokens, tcp_only, load_timeout_ms, save_timeout_ms, async_load
 // Unknown fields are an error naming the known ones.
 Status ApplyExtraConfig(const nlohmann::json& extra, StoreConnectorOptions* options);
 
