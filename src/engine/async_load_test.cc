@@ -17,6 +17,8 @@ namespace crescent::engine {
 namespace {
 
 using testing::Collected;
+using testing::FakeStore;
+using testing::MapConnector;
 using testing::Greedy;
 using testing::Prompt;
 using testing::ReferenceGreedy;
@@ -33,19 +35,10 @@ std::unique_ptr<EngineCore> MakeCore(FakeModelRunner* model, KvConnector* connec
 // A store of KV blocks by chained hash, saved from a producer's fake model
 // and loaded into a consumer's. Loads are asynchronous: the test ends each
 // one (Complete) between steps, as a loader thread would.
-using FakeStore = std::map<BlockHash, std::vector<uint64_t>>;
-
-class AsyncMapConnector : public KvConnector {
+class AsyncMapConnector : public MapConnector {
  public:
-  AsyncMapConnector(FakeModelRunner* model, FakeStore* store) : model_(model), store_(store) {}
+  using MapConnector::MapConnector;
 
-  int MatchTokens(const KvSequenceView& seq, int num_local_tokens) override {
-    int blocks = 0;
-    while (blocks < static_cast<int>(seq.block_hashes.size()) &&
-           store_->count(seq.block_hashes[blocks]))
-      ++blocks;
-    return std::max(0, blocks * model_->block_size() - num_local_tokens);
-  }
   Status LoadKv(const KvSequenceView&, int, int, std::span<const BlockId>) override {
     ADD_FAILURE() << "a synchronous load from an asynchronous connector";
     return InternalError("unexpected");
@@ -68,24 +61,11 @@ class AsyncMapConnector : public KvConnector {
     cancelled.insert(id);
     if (complete_on_cancel) Complete(id, CancelledError("cancelled"));
   }
-  void OnPrefillDone(const KvSequenceView& seq, std::span<const BlockId> blocks) override {
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      auto slots = model_->block_slots(blocks[i]);
-      (*store_)[seq.block_hashes[i]] = std::vector<uint64_t>(slots.begin(), slots.end());
-    }
-  }
-
   // Ends load `id`: copies the blocks in when `status` is ok.
   void Complete(KvLoadId id, Status status) {
     Pending p = std::move(pending_.at(id));
     pending_.erase(id);
-    if (status.ok()) {
-      for (size_t i = 0; i < p.blocks.size(); ++i) {
-        const auto& src = store_->at(p.hashes[i]);
-        auto dst = model_->block_slots(p.blocks[i]);
-        std::copy(src.begin(), src.end(), dst.begin());
-      }
-    }
+    if (status.ok()) CopyIn(p.hashes, p.blocks);
     done_.push_back({id, std::move(status)});
   }
   int num_pending() const { return static_cast<int>(pending_.size()); }
@@ -100,8 +80,6 @@ class AsyncMapConnector : public KvConnector {
     std::vector<BlockHash> hashes;
     std::vector<BlockId> blocks;
   };
-  FakeModelRunner* model_;
-  FakeStore* store_;
   std::map<KvLoadId, Pending> pending_;
   std::vector<KvLoadDone> done_;
 };

@@ -14,7 +14,9 @@
 namespace crescent::engine {
 namespace {
 
+using testing::FakeStore;
 using testing::Greedy;
+using testing::MapConnector;
 using testing::Prompt;
 using testing::ReferenceGreedy;
 using testing::RunToCompletion;
@@ -162,52 +164,6 @@ TEST(EngineCoreTest, RejectsRequestsThatCannotRun) {
   too_long.max_model_len = model.num_blocks() * model.block_size() + 1;
   EXPECT_FALSE(EngineCore::Create(too_long, &model).ok());
 }
-
-// A connector over a shared "store": a map from block hash to a block's slot
-// values in the fake model's KV cache. OnPrefillDone saves, LoadKv copies
-// back into the engine's blocks; `fail` injects a load failure.
-using FakeStore = std::map<BlockHash, std::vector<uint64_t>>;
-
-class MapConnector : public KvConnector {
- public:
-  MapConnector(FakeModelRunner* model, FakeStore* store) : model_(model), store_(store) {}
-  int MatchTokens(const KvSequenceView& seq, int num_local_tokens) override {
-    int blocks = 0;
-    while (blocks < static_cast<int>(seq.block_hashes.size()) &&
-           store_->count(seq.block_hashes[blocks]))
-      ++blocks;
-    return std::max(0, blocks * model_->block_size() - num_local_tokens);
-  }
-  Status LoadKv(const KvSequenceView& seq, int begin, int end,
-                std::span<const BlockId> blocks) override {
-    if (fail) return UnavailableError("store unreachable (injected)");
-    const int bs = model_->block_size();
-    EXPECT_EQ(static_cast<int>(blocks.size()), (end - begin) / bs);
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      const auto& src = store_->at(seq.block_hashes[begin / bs + i]);
-      auto dst = model_->block_slots(blocks[i]);
-      std::copy(src.begin(), src.end(), dst.begin());
-    }
-    loaded += end - begin;
-    return OkStatus();
-  }
-  void OnPrefillDone(const KvSequenceView& seq, std::span<const BlockId> blocks) override {
-    ++prefills;
-    EXPECT_EQ(blocks.size(), seq.block_hashes.size());
-    EXPECT_EQ(static_cast<int>(seq.tokens.size()), seq.num_prompt_tokens);
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      auto slots = model_->block_slots(blocks[i]);
-      (*store_)[seq.block_hashes[i]] = std::vector<uint64_t>(slots.begin(), slots.end());
-    }
-  }
-  bool fail = false;
-  int loaded = 0;
-  int prefills = 0;
-
- private:
-  FakeModelRunner* model_;
-  FakeStore* store_;
-};
 
 TEST(EngineCoreTest, KvConnectorLoadsSavedPrefixesAndFailuresRecompute) {
   FakeStore store;

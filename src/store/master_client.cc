@@ -126,7 +126,7 @@ const std::string& MasterClient::address() const { return impl_->address; }
 using Stub = rpc::Master::Stub;
 
 StatusOr<std::vector<Replica>> MasterClient::PutStart(const PutStartArgs& args) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchPutStart({args}));
     return std::move(r.at(0));
   }
@@ -141,7 +141,7 @@ StatusOr<std::vector<Replica>> MasterClient::PutStart(const PutStartArgs& args) 
 }
 
 Status MasterClient::PutEnd(std::string_view key, uint32_t crc32c) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchPutEnd({std::string(key)}, {crc32c}));
     return r.at(0);
   }
@@ -154,7 +154,7 @@ Status MasterClient::PutEnd(std::string_view key, uint32_t crc32c) {
 }
 
 Status MasterClient::PutRevoke(std::string_view key) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchPutRevoke({std::string(key)}));
     return r.at(0);
   }
@@ -166,7 +166,7 @@ Status MasterClient::PutRevoke(std::string_view key) {
 }
 
 StatusOr<ObjectInfo> MasterClient::GetReplicaList(std::string_view key) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchGetReplicaList({std::string(key)}));
     return std::move(r.at(0));
   }
@@ -178,7 +178,7 @@ StatusOr<ObjectInfo> MasterClient::GetReplicaList(std::string_view key) {
 }
 
 StatusOr<bool> MasterClient::Exist(std::string_view key) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchExist({std::string(key)}));
     return std::move(r.at(0));
   }
@@ -191,7 +191,7 @@ StatusOr<bool> MasterClient::Exist(std::string_view key) {
 }
 
 Status MasterClient::Remove(std::string_view key) {
-  if (impl_->Fast()) {
+  if (impl_->options.use_fast_port) {  // the batch form picks fast port or gRPC
     ASSIGN_OR_RETURN(auto r, BatchRemove({std::string(key)}));
     return r.at(0);
   }
