@@ -94,18 +94,28 @@ __device__ void ProduceMatrix(const bf16_t* w, int32_t N, int32_t K, int32_t hal
   }
 }
 
+// A stage's input `act` lives in shared memory permuted so that TileDot's
+// loads are conflict-free: of each 256 columns, the float4 holding columns
+// 8i..8i+3 is at slot i, the one holding 8i+4..8i+7 at slot 32 + i (lane i
+// needs both; read in place, consecutive lanes would hit every bank twice).
+__device__ __forceinline__ int32_t ActSlot(int32_t k) {  // k: a multiple of 4
+  const int32_t w = k % 256;
+  return k / 256 * 64 + (w % 8) / 4 * 32 + w / 8;
+}
+
 // One lane's share of a tile row . act: kIters x 8 columns, all loads
-// issued before the arithmetic, one accumulator per 8 columns.
+// issued before the arithmetic, one accumulator per 8 columns. `xr` is the
+// permuted act (ActSlot) from the tile's first column on.
 template <int kIters>
 __device__ __forceinline__ float TileDot(const __nv_bfloat16* wr, const float* xr, int lane) {
   uint4 raw[kIters];
   float4 x0[kIters], x1[kIters];
+  const float4* x4 = reinterpret_cast<const float4*>(xr);
 #pragma unroll
   for (int j = 0; j < kIters; ++j) {
-    const int k = lane * 8 + j * 256;
-    raw[j] = *reinterpret_cast<const uint4*>(wr + k);
-    x0[j] = *reinterpret_cast<const float4*>(xr + k);
-    x1[j] = *reinterpret_cast<const float4*>(xr + k + 4);
+    raw[j] = *reinterpret_cast<const uint4*>(wr + lane * 8 + j * 256);
+    x0[j] = x4[j * 64 + lane];
+    x1[j] = x4[j * 64 + 32 + lane];
   }
   float total = 0.f;
 #pragma unroll
@@ -176,7 +186,7 @@ __device__ __forceinline__ void ConsumeMatrix(int32_t N, int32_t K, const float*
 // Loads of kLoadBatch x 4 tagged words per thread are in flight together.
 constexpr int kLoadBatch = 2;
 
-// act[k] = scale(k, value of word k) for the K tagged words `in`, or the
+// act[k] (permuted: ActSlot) = scale(k, value of word k) for the K tagged words `in`, or the
 // bf16 row `embed` when set; returns the sum of squares of the values over
 // the thread's words. Every word is loaded once; while some of a warp's
 // words lack the tag, one lane polls one of them (a whole block polling
@@ -185,7 +195,7 @@ constexpr int kLoadBatch = 2;
 template <typename Scale>
 __device__ __forceinline__ float LoadInput(const uint64_t* in, uint32_t tag,
                                            const __nv_bfloat16* embed, int32_t K, float* act,
-                                           int tid, Scale&& scale) {
+                                           int tid, uint32_t sleep_ns, Scale&& scale) {
   constexpr int32_t kStep = kConsumers * 4;
   const int lane = tid % 32;
   float ss = 0.f;
@@ -218,7 +228,7 @@ __device__ __forceinline__ float LoadInput(const uint64_t* in, uint32_t tag,
           uint64_t v;
           LoadWords<1>(word, &v);
           while (static_cast<uint32_t>(v >> 32) != tag) {
-            Backoff(polls);
+            Backoff(polls, sleep_ns);
             LoadWords<1>(word, &v);
           }
         }
@@ -248,7 +258,7 @@ __device__ __forceinline__ float LoadInput(const uint64_t* in, uint32_t tag,
       out.y = scale(k + 1, v[1]);
       out.z = scale(k + 2, v[2]);
       out.w = scale(k + 3, v[3]);
-      *reinterpret_cast<float4*>(act + k) = out;
+      reinterpret_cast<float4*>(act)[ActSlot(k)] = out;
     }
   }
   return ss;
@@ -259,10 +269,10 @@ __device__ __forceinline__ float LoadInput(const uint64_t* in, uint32_t tag,
 // barrier.
 __device__ float LoadNormed(const uint64_t* in, uint32_t tag, const __nv_bfloat16* embed,
                             const float* g, int32_t K, float eps, float* act, float* red, int tid,
-                            int warp, int lane) {
+                            int warp, int lane, uint32_t sleep_ns) {
   ConsumerSync();  // the previous stage's reads of act are done
   float ss =
-      LoadInput(in, tag, embed, K, act, tid, [g](int32_t k, float v) { return v * g[k]; });
+      LoadInput(in, tag, embed, K, act, tid, sleep_ns, [g](int32_t k, float v) { return v * g[k]; });
   ss = WarpSum(ss);
   if (lane == 0) red[warp] = ss;
   ConsumerSync();
@@ -273,9 +283,10 @@ __device__ float LoadNormed(const uint64_t* in, uint32_t tag, const __nv_bfloat1
 }
 
 // act = the K tagged words `in`. Starts and ends with a consumer barrier.
-__device__ void LoadExchanged(const uint64_t* in, uint32_t tag, int32_t K, float* act, int tid) {
+__device__ void LoadExchanged(const uint64_t* in, uint32_t tag, int32_t K, float* act, int tid,
+                              uint32_t sleep_ns) {
   ConsumerSync();  // the previous stage's reads of act are done
-  LoadInput(in, tag, nullptr, K, act, tid, [](int32_t, float v) { return v; });
+  LoadInput(in, tag, nullptr, K, act, tid, sleep_ns, [](int32_t, float v) { return v; });
   ConsumerSync();
 }
 
@@ -380,7 +391,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t tag = a.epoch * static_cast<uint32_t>(a.L + 1) + l;
     // q/k/v
     float inv = LoadNormed(ex(kXIn), tag, l == 0 ? embed_row : nullptr, w.input_norm, H, a.eps,
-                           region, red, tid, warp, lane);
+                           region, red, tid, warp, lane, a.poll_sleep_ns);
     TraceStage(a.trace, stage, false, tid);
     ConsumeMatrix(NQKV, H, region, inv, nullptr, ring, warp, lane, trace_ns,
                   [&](int32_t, int32_t, int, int32_t row, float v) {
@@ -394,13 +405,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     AttentionStage<D, kG>(a, w, l, pos, ex(kQkv), ex(kAtt), tag, region, kv, tid, stage + 1);
     TraceStage(a.trace, stage + 1, true, tid);
     // o_proj
-    LoadExchanged(ex(kAtt), tag, QD, region, tid);
+    LoadExchanged(ex(kAtt), tag, QD, region, tid, a.poll_sleep_ns);
     TraceStage(a.trace, stage + 2, false, tid);
     ConsumeMatrix(H, QD, region, 1.f, w.o_bias, ring, warp, lane,
                   trace_ns ? trace_ns + 2 : nullptr, residual_to(ex(kXMid), tag));
     TraceStage(a.trace, stage + 2, true, tid);
     // gate/up, SwiGLU
-    inv = LoadNormed(ex(kXMid), tag, nullptr, w.post_norm, H, a.eps, region, red, tid, warp, lane);
+    inv = LoadNormed(ex(kXMid), tag, nullptr, w.post_norm, H, a.eps, region, red, tid, warp, lane, a.poll_sleep_ns);
     TraceStage(a.trace, stage + 3, false, tid);
     ConsumeMatrix(2 * I, H, region, inv, nullptr, ring, warp, lane,
                   trace_ns ? trace_ns + 3 : nullptr,
@@ -419,7 +430,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     TraceStage(a.trace, stage + 3, true, tid);
     // down
-    LoadExchanged(ex(kAct), tag, I, region, tid);
+    LoadExchanged(ex(kAct), tag, I, region, tid, a.poll_sleep_ns);
     TraceStage(a.trace, stage + 4, false, tid);
     ConsumeMatrix(H, I, region, 1.f, w.down_bias, ring, warp, lane,
                   trace_ns ? trace_ns + 4 : nullptr, residual_to(ExchangeOf(a, l + 1, kXIn, QD, NQKV), tag + 1));
@@ -427,7 +438,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   if (a.want_logits) {
     const float inv = LoadNormed(ExchangeOf(a, a.L, kXIn, QD, NQKV), a.epoch * static_cast<uint32_t>(a.L + 1) + a.L,
-                                 nullptr, a.final_norm, H, a.eps, region, red, tid, warp, lane);
+                                 nullptr, a.final_norm, H, a.eps, region, red, tid, warp, lane, a.poll_sleep_ns);
     ConsumeMatrix(a.V, H, region, inv, nullptr, ring, warp, lane,
                   trace_ns ? trace_ns + 5 : nullptr,
                   [&](int32_t, int32_t, int, int32_t row, float v) { a.logits[row] = v; });
@@ -479,6 +490,10 @@ cudaError_t Launch(const DecodeStepArgs& a, int32_t blocks, cudaStream_t stream)
   DecodeStepArgs args = a;
   if (const char* env = std::getenv("CRESCENT_STEP_ABLATE")) {  // experiments only
     args.ablate = static_cast<uint32_t>(std::atoi(env));
+  }
+  args.poll_sleep_ns = 32;
+  if (const char* env = std::getenv("CRESCENT_STEP_SLEEP")) {  // experiments: ns between polls
+    args.poll_sleep_ns = static_cast<uint32_t>(std::atoi(env));
   }
   void* params[] = {&args, &slot_count, &region};
   return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(blocks),

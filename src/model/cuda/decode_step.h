@@ -88,6 +88,8 @@ struct DecodeStepArgs {
   // Experiments only (CRESCENT_STEP_ABLATE; wrong results): skip parts to
   // time them: 1 GEMV arithmetic, 32 weight copies, 64 everything.
   uint32_t ablate;
+  // Rest between two polls of a word not yet written (ns; 0: none).
+  uint32_t poll_sleep_ns;
   int32_t H, Hq, Hkv, D, I, V, L, B;
   float eps, scale;
   int32_t want_logits;

@@ -103,9 +103,10 @@ __device__ __forceinline__ void StoreTagged(uint64_t* p, float v, uint32_t tag) 
 // A wait that polls this often is a bug (a tag never written): trap.
 constexpr long long kPollLimit = 1ll << 23;
 
-__device__ __forceinline__ void Backoff(long long& polls) {
+// Between polls: `sleep_ns` (DecodeStepArgs::poll_sleep_ns) of rest.
+__device__ __forceinline__ void Backoff(long long& polls, uint32_t sleep_ns) {
   if (++polls > kPollLimit) __trap();
-  __nanosleep(32);
+  if (sleep_ns) __nanosleep(sleep_ns);
 }
 
 // Issues relaxed loads of n = 1, 2 or 4 consecutive words at p (16-byte
@@ -134,34 +135,14 @@ __device__ __forceinline__ bool AllTagged(const uint64_t* w, uint32_t tag) {
   return ready;
 }
 
-// Polls the n words at p until all carry `tag` (w holds a first load of
-// them already), then writes their values to out.
-template <int n>
-__device__ __forceinline__ void FinishTagged(const uint64_t* p, uint32_t tag, uint64_t* w,
-                                             float* out) {
-  long long polls = 0;
-  while (!AllTagged<n>(w, tag)) {
-    Backoff(polls);
-    LoadWords<n>(p, w);
-  }
-#pragma unroll
-  for (int i = 0; i < n; ++i) out[i] = __uint_as_float(static_cast<uint32_t>(w[i]));
-}
-
-template <int n>
-__device__ __forceinline__ void LoadTagged(const uint64_t* p, uint32_t tag, float* out) {
-  uint64_t w[n];
-  LoadWords<n>(p, w);
-  FinishTagged<n>(p, tag, w, out);
-}
-
 // The two words at p0 and p1 (each null for none) into v0 and v1 once they
 // carry `tag`; called by all lanes of a warp together. Both are loaded at
 // once; while some lane's words lack the tag, one lane polls one of them
 // (fewer loads in flight through L2 beside the weight stream), then the
 // warp reloads what is missing.
 __device__ __forceinline__ void WarpLoadTagged2(const uint64_t* p0, const uint64_t* p1,
-                                                uint32_t tag, float* v0, float* v1, int lane) {
+                                                uint32_t tag, float* v0, float* v1, int lane,
+                                                uint32_t sleep_ns) {
   uint64_t w0 = 0, w1 = 0;
   if (p0) LoadWords<1>(p0, &w0);
   if (p1) LoadWords<1>(p1, &w1);
@@ -177,7 +158,7 @@ __device__ __forceinline__ void WarpLoadTagged2(const uint64_t* p0, const uint64
       uint64_t v;
       LoadWords<1>(word, &v);
       while (static_cast<uint32_t>(v >> 32) != tag) {
-        Backoff(polls);
+        Backoff(polls, sleep_ns);
         LoadWords<1>(word, &v);
       }
     }
