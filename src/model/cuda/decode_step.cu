@@ -7,14 +7,14 @@
 // down matrices, then lm_head; of each matrix the row groups g = blockIdx.x,
 // blockIdx.x + gridDim.x, ..., of each group its column chunks in order.
 // A gate/up group holds gate rows 4g..4g+3 and the matching up rows.
+// The ring's slots are guarded by a "full" mbarrier (bulk copy landed) and
+// an "empty" one (all 8 consumer warps are done with it).
 //
 // The exchange buffers (tagged words, decode_step_device.cuh), twice (by
 // layer parity: a buffer is rewritten two layers later, when every block
 // has read it, since every block produces some of each layer's q/k/v):
 // x_in [H] (the layer's input residual), x_mid [H] (after attention),
 // qkv [Hq*D + 2*Hkv*D], att [Hq*D] (attention output), act [I] (SwiGLU).
-// The ring's slots are guarded by a "full" mbarrier (bulk copy landed) and
-// an "empty" one (all 8 consumer warps are done with it).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -272,7 +272,9 @@ __device__ float LoadNormed(const uint64_t* in, uint32_t tag, const __nv_bfloat1
                             int warp, int lane, uint32_t sleep_ns) {
   ConsumerSync();  // the previous stage's reads of act are done
   float ss =
-      LoadInput(in, tag, embed, K, act, tid, sleep_ns, [g](int32_t k, float v) { return v * g[k]; });
+      LoadInput(in, tag, embed, K, act, tid, sleep_ns, [g](int32_t k, float v) {
+        return v * g[k];
+      });
   ss = WarpSum(ss);
   if (lane == 0) red[warp] = ss;
   ConsumerSync();
@@ -411,7 +413,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                   trace_ns ? trace_ns + 2 : nullptr, residual_to(ex(kXMid), tag));
     TraceStage(a.trace, stage + 2, true, tid);
     // gate/up, SwiGLU
-    inv = LoadNormed(ex(kXMid), tag, nullptr, w.post_norm, H, a.eps, region, red, tid, warp, lane, a.poll_sleep_ns);
+    inv = LoadNormed(ex(kXMid), tag, nullptr, w.post_norm, H, a.eps, region, red, tid, warp, lane,
+                     a.poll_sleep_ns);
     TraceStage(a.trace, stage + 3, false, tid);
     ConsumeMatrix(2 * I, H, region, inv, nullptr, ring, warp, lane,
                   trace_ns ? trace_ns + 3 : nullptr,
@@ -421,7 +424,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     ConsumerSync();
     constexpr int kHalfRows = kTileRows / 2;
     const int32_t my_groups = (I / kHalfRows - static_cast<int32_t>(blockIdx.x) +
-                               static_cast<int32_t>(gridDim.x) - 1) / static_cast<int32_t>(gridDim.x);
+                               static_cast<int32_t>(gridDim.x) - 1) /
+                              static_cast<int32_t>(gridDim.x);
     for (int32_t i = tid; i < my_groups * kHalfRows; i += kConsumers) {
       const int32_t k = i / kHalfRows, r = i % kHalfRows;
       const float g = gu_out[k * kTileRows + r], u = gu_out[k * kTileRows + kHalfRows + r];
@@ -433,12 +437,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     LoadExchanged(ex(kAct), tag, I, region, tid, a.poll_sleep_ns);
     TraceStage(a.trace, stage + 4, false, tid);
     ConsumeMatrix(H, I, region, 1.f, w.down_bias, ring, warp, lane,
-                  trace_ns ? trace_ns + 4 : nullptr, residual_to(ExchangeOf(a, l + 1, kXIn, QD, NQKV), tag + 1));
+                  trace_ns ? trace_ns + 4 : nullptr,
+                  residual_to(ExchangeOf(a, l + 1, kXIn, QD, NQKV), tag + 1));
     TraceStage(a.trace, stage + 4, true, tid);
   }
   if (a.want_logits) {
-    const float inv = LoadNormed(ExchangeOf(a, a.L, kXIn, QD, NQKV), a.epoch * static_cast<uint32_t>(a.L + 1) + a.L,
-                                 nullptr, a.final_norm, H, a.eps, region, red, tid, warp, lane, a.poll_sleep_ns);
+    const float inv = LoadNormed(ExchangeOf(a, a.L, kXIn, QD, NQKV),
+                                 a.epoch * static_cast<uint32_t>(a.L + 1) + a.L, nullptr,
+                                 a.final_norm, H, a.eps, region, red, tid, warp, lane,
+                                 a.poll_sleep_ns);
     ConsumeMatrix(a.V, H, region, inv, nullptr, ring, warp, lane,
                   trace_ns ? trace_ns + 5 : nullptr,
                   [&](int32_t, int32_t, int, int32_t row, float v) { a.logits[row] = v; });

@@ -178,8 +178,9 @@ __device__ void AttentionStage(const DecodeStepArgs& a, const StepLayer& w, int3
       const int32_t hs = valid ? p / kHalf : 0, i = p % kHalf;
       const int32_t col = hs < G ? (kvh * G + hs) * D : QD + (hs - G) * KD + kvh * D;
       float lo = 0.f, hi = 0.f;
-      WarpLoadTagged2(valid ? qkv_in + col + i : nullptr, valid ? qkv_in + col + i + kHalf : nullptr,
-                      tag, &lo, &hi, lane, a.poll_sleep_ns);
+      WarpLoadTagged2(valid ? qkv_in + col + i : nullptr,
+                      valid ? qkv_in + col + i + kHalf : nullptr, tag, &lo, &hi, lane,
+                      a.poll_sleep_ns);
       if (valid) {
         if (w.qkv_bias) {
           lo += w.qkv_bias[col + i];
