@@ -1,13 +1,14 @@
-#include "store/crc32c.h"
+#include "common/crc32c.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/testutil.h"
 
-namespace crescent::store {
+namespace crescent {
 namespace {
 
 uint32_t Bitwise(const uint8_t* p, size_t n) {
@@ -45,6 +46,24 @@ TEST(Crc32cTest, ExtendEqualsWhole) {
   }
 }
 
+TEST(Crc32cTest, CopyMovesTheBytesAndReturnsTheirCrcAtEveryLengthAndAlignment) {
+  auto data = testing::RandomBytes(300000, 10);
+  std::vector<uint8_t> out(data.size() + 128, 0xAB);
+  for (size_t n : {0, 1, 63, 3071, 3072, 3073, 4096, 65536 + 17, 262144, 299000}) {
+    for (size_t from : {0, 1, 7}) {
+      for (size_t to : {0, 3, 64}) {
+        std::fill(out.begin(), out.end(), 0xAB);
+        ASSERT_EQ(Crc32cCopy(out.data() + to, data.data() + from, n), Bitwise(data.data() + from, n))
+            << n << " bytes from +" << from << " to +" << to;
+        ASSERT_EQ(std::memcmp(out.data() + to, data.data() + from, n), 0) << n;
+        // Nothing outside [to, to + n) is touched.
+        for (size_t i = 0; i < to; ++i) ASSERT_EQ(out[i], 0xAB);
+        for (size_t i = to + n; i < out.size(); ++i) ASSERT_EQ(out[i], 0xAB) << n << " at " << i;
+      }
+    }
+  }
+}
+
 TEST(Crc32cTest, DetectsASingleFlippedBit) {
   auto data = testing::RandomBytes(1 << 20, 9);
   uint32_t before = Crc32c(data.data(), data.size());
@@ -53,4 +72,4 @@ TEST(Crc32cTest, DetectsASingleFlippedBit) {
 }
 
 }  // namespace
-}  // namespace crescent::store
+}  // namespace crescent
