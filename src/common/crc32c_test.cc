@@ -29,7 +29,8 @@ TEST(Crc32cTest, KnownVectors) {
 
 TEST(Crc32cTest, MatchesBitwiseReferenceAtEveryLengthAndAlignment) {
   auto data = testing::RandomBytes(70000, 7);
-  for (size_t n : {0, 1, 7, 8, 9, 23, 24, 1000, 3071, 3072, 3073, 4096, 9000, 65537}) {
+  for (size_t n : {0, 1, 7, 8, 9, 23, 24, 255, 256, 511, 512, 513, 768, 1000, 1023, 3071, 3072,
+                   3073, 4096, 9000, 65537}) {
     for (size_t shift : {0, 1, 5}) {
       EXPECT_EQ(Crc32c(data.data() + shift, n), Bitwise(data.data() + shift, n))
           << "n=" << n << " shift=" << shift;
@@ -49,7 +50,7 @@ TEST(Crc32cTest, ExtendEqualsWhole) {
 TEST(Crc32cTest, CopyMovesTheBytesAndReturnsTheirCrcAtEveryLengthAndAlignment) {
   auto data = testing::RandomBytes(300000, 10);
   std::vector<uint8_t> out(data.size() + 128, 0xAB);
-  for (size_t n : {0, 1, 63, 3071, 3072, 3073, 4096, 65536 + 17, 262144, 299000}) {
+  for (size_t n : {0, 1, 63, 511, 512, 767, 3071, 3072, 3073, 4096, 65536 + 17, 262144, 299000}) {
     for (size_t from : {0, 1, 7}) {
       for (size_t to : {0, 3, 64}) {
         std::fill(out.begin(), out.end(), 0xAB);
