@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "model/backend_internal.h"
 #include "model/cuda/backend_impl.h"
+#include "model/cuda/cublas_loader.h"
 #include "model/cuda/cuda_util.h"
 #include "model/rope.h"
 #include "model/weights.h"
@@ -43,6 +44,9 @@ Status CublasStatus(cublasStatus_t err, const std::string& what) {
   const std::string msg =
       "cuBLAS: " + what + ": " + cublasGetStatusString(err) + " (" + std::to_string(err) + ")";
   if (err == CUBLAS_STATUS_ALLOC_FAILED) return ResourceExhaustedError(msg);
+  if (std::string load = CublasLoadError(); !load.empty()) {
+    return UnavailableError(msg + ": " + load);
+  }
   return InternalError(msg);
 }
 
