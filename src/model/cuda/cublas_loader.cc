@@ -7,6 +7,8 @@
 
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace crescent::model::cuda {
 namespace {
@@ -47,6 +49,16 @@ void* Resolve(Lib which, const char* name) {
   return handle == nullptr ? nullptr : ::dlsym(handle, name);
 }
 
+// Every forwarded entry point, for MissingCublasSymbols.
+std::vector<std::pair<Lib, const char*>>& Forwarded() {
+  static std::vector<std::pair<Lib, const char*>> names;
+  return names;
+}
+
+struct Register {
+  Register(Lib which, const char* name) { Forwarded().emplace_back(which, name); }
+};
+
 }  // namespace
 
 std::string CublasLoadError() {
@@ -58,8 +70,17 @@ std::string CublasLoadError() {
   return out;
 }
 
+std::vector<std::string> MissingCublasSymbols() {
+  std::vector<std::string> missing;
+  for (const auto& [which, name] : Forwarded()) {
+    if (Resolve(which, name) == nullptr) missing.push_back(name);
+  }
+  return missing;
+}
+
 }  // namespace crescent::model::cuda
 
+using crescent::model::cuda::Register;
 using crescent::model::cuda::kCublas;
 using crescent::model::cuda::kCublasLt;
 using crescent::model::cuda::Resolve;
@@ -68,6 +89,7 @@ using crescent::model::cuda::Resolve;
 // the real one (resolved once). The signatures are the headers' own: a
 // mismatch fails to compile against the declarations above.
 #define CRESCENT_FORWARD(lib, ret, name, params, args, fail)                     \
+  static const Register kRegister_##name(lib, #name);                            \
   ret name params {                                                              \
     static const auto fn = reinterpret_cast<ret(*) params>(Resolve(lib, #name)); \
     if (fn == nullptr) return fail;                                              \

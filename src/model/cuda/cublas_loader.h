@@ -10,11 +10,16 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace crescent::model::cuda {
 
 // Why cuBLAS or cuBLASLt could not be opened (the loader's messages and what
 // to do), or empty when both are open. Opens them if no call did yet.
 std::string CublasLoadError();
+
+// The forwarded entry points the opened libraries do not define (a name
+// mistyped here, or a cuBLAS too old). Empty when all resolve.
+std::vector<std::string> MissingCublasSymbols();
 
 }  // namespace crescent::model::cuda

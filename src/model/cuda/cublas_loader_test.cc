@@ -1,11 +1,13 @@
 // cuBLAS is opened on first use, not at start (cublas_loader.h).
 #include "model/cuda/cublas_loader.h"
 
+#include <cublas_v2.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/testutil.h"
 
@@ -40,6 +42,10 @@ TEST(CublasLoaderTest, OpensTheLibrariesOnFirstUse) {
   const std::string error = CublasLoadError();
   if (!error.empty()) GTEST_SKIP() << "cuBLAS is not installed here: " << error;
   EXPECT_NE(Maps(getpid()).find("libcublasLt"), std::string::npos);
+  // Every entry point the backend calls resolves in them.
+  EXPECT_EQ(MissingCublasSymbols(), std::vector<std::string>{});
+  // A call that needs no GPU reaches the library (which words it its way).
+  EXPECT_STRNE(cublasGetStatusString(CUBLAS_STATUS_SUCCESS), "cuBLAS is not loaded");
 }
 
 }  // namespace
