@@ -106,40 +106,6 @@ __attribute__((target("sse4.2"))) uint32_t RawHardware(uint32_t r, const uint8_t
   return RawSingle(out, p + 3 * block, n - 3 * block);
 }
 
-// The copying form of RawHardware: each 64-byte piece of the three streams is
-// loaded once into a vector register, stored to dst, and fed to the CRC from
-// L1. Measured on this project's EPYC VM (docs/benchmarks.md): 256 KiB into a
-// peer's shared memory in ~28 us, against ~50 us for memcpy then Crc32c.
-__attribute__((target("sse4.2,avx512f"))) uint32_t RawCopyAvx512(uint32_t r, uint8_t* dst,
-                                                                 const uint8_t* p, size_t n) {
-  const size_t block = (n / 3) & ~size_t{63};
-  const uint8_t* pa = p;
-  const uint8_t* pb = p + block;
-  const uint8_t* pc = p + 2 * block;
-  uint8_t* da = dst;
-  uint8_t* db = dst + block;
-  uint8_t* dc = dst + 2 * block;
-  uint64_t a = r, b = 0, c = 0;
-  for (size_t i = 0; i < block; i += 64) {
-    _mm512_storeu_si512(da + i, _mm512_loadu_si512(pa + i));
-    _mm512_storeu_si512(db + i, _mm512_loadu_si512(pb + i));
-    _mm512_storeu_si512(dc + i, _mm512_loadu_si512(pc + i));
-    for (size_t k = i; k < i + 64; k += 8) {
-      uint64_t wa, wb, wc;
-      std::memcpy(&wa, pa + k, 8);
-      std::memcpy(&wb, pb + k, 8);
-      std::memcpy(&wc, pc + k, 8);
-      a = _mm_crc32_u64(a, wa);
-      b = _mm_crc32_u64(b, wb);
-      c = _mm_crc32_u64(c, wc);
-    }
-  }
-  uint32_t out = ShiftBytes(static_cast<uint32_t>(a), block) ^ static_cast<uint32_t>(b);
-  out = ShiftBytes(out, block) ^ static_cast<uint32_t>(c);
-  std::memcpy(dst + 3 * block, p + 3 * block, n - 3 * block);
-  return RawSingle(out, p + 3 * block, n - 3 * block);
-}
-
 // ---- folding with carry-less multiplies (VPCLMULQDQ) ----
 //
 // The message is cut into 128-bit lanes; a lane d bits before the end of a
@@ -155,7 +121,7 @@ uint64_t FoldKey(size_t bits) { return uint64_t{X2NModP(bits, 0)} << 1; }
 
 struct FoldKeys {
   // {low lane multiplier, high lane multiplier} for a fold across `bits`.
-  uint64_t lo[5], hi[5];  // 2048, 1536, 1024, 512 bits; [4] unused
+  uint64_t lo[4], hi[4];  // 2048, 1536, 1024, 512 bits
   uint64_t lane_lo[3], lane_hi[3];  // 128, 256, 384 bits
   FoldKeys() {
     const size_t bits[4] = {2048, 1536, 1024, 512};
@@ -163,7 +129,6 @@ struct FoldKeys {
       lo[i] = FoldKey(bits[i] + 32);
       hi[i] = FoldKey(bits[i] - 32);
     }
-    lo[4] = hi[4] = 0;
     for (int i = 0; i < 3; ++i) {
       lane_lo[i] = FoldKey(128 * (i + 1) + 32);
       lane_hi[i] = FoldKey(128 * (i + 1) - 32);
@@ -235,33 +200,54 @@ CRESCENT_FOLD_TARGET uint32_t RawFold(uint32_t r, uint8_t* dst, const uint8_t* p
 }
 
 const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
-const bool kHaveAvx512 = kHaveSse42 && __builtin_cpu_supports("avx512f");
-const bool kHaveFold = kHaveAvx512 && __builtin_cpu_supports("pclmul") &&
-                       __builtin_cpu_supports("vpclmulqdq");
+const bool kHaveFold = kHaveSse42 && __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("vpclmulqdq");
+
+Crc32cPath Best(size_t n) {
+  if (kHaveFold && n >= kFoldMin) return Crc32cPath::kFold;
+  return kHaveSse42 ? Crc32cPath::kSse42 : Crc32cPath::kTable;
+}
 
 }  // namespace
 
-uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n) {
+std::vector<Crc32cPath> Crc32cPathsOnThisCpu() {
+  std::vector<Crc32cPath> out{Crc32cPath::kTable};
+  if (kHaveSse42) out.push_back(Crc32cPath::kSse42);
+  if (kHaveFold) out.push_back(Crc32cPath::kFold);
+  return out;
+}
+
+uint32_t Crc32cExtendWith(Crc32cPath path, uint32_t crc, const void* data, size_t n) {
   const auto* p = static_cast<const uint8_t*>(data);
-  uint32_t r = ~crc;
-  if (kHaveFold && n >= kFoldMin) {
-    r = RawFold<false>(r, nullptr, p, n);
-  } else {
-    r = kHaveSse42 ? RawHardware(r, p, n) : RawSoftware(r, p, n);
+  const uint32_t r = ~crc;
+  switch (path) {
+    case Crc32cPath::kFold:
+      if (n >= kFoldMin) return ~RawFold<false>(r, nullptr, p, n);
+      [[fallthrough]];
+    case Crc32cPath::kSse42:
+      return ~RawHardware(r, p, n);
+    case Crc32cPath::kTable:
+      break;
   }
-  return ~r;
+  return ~RawSoftware(r, p, n);
+}
+
+uint32_t Crc32cCopyWith(Crc32cPath path, void* dst, const void* src, size_t n) {
+  if (path == Crc32cPath::kFold && n >= kFoldMin) {
+    return ~RawFold<true>(~0u, static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n);
+  }
+  std::memcpy(dst, src, n);
+  return Crc32cExtendWith(path, 0, src, n);
+}
+
+uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n) {
+  return Crc32cExtendWith(Best(n), crc, data, n);
 }
 
 uint32_t Crc32c(const void* data, size_t n) { return Crc32cExtend(0, data, n); }
 
 uint32_t Crc32cCopy(void* dst, const void* src, size_t n) {
-  if (kHaveFold && n >= kFoldMin)
-    return ~RawFold<true>(~0u, static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n);
-  if (!kHaveAvx512 || n < kInterleaveMin) {
-    std::memcpy(dst, src, n);
-    return Crc32c(src, n);
-  }
-  return ~RawCopyAvx512(~0u, static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n);
+  return Crc32cCopyWith(Best(n), dst, src, n);
 }
 
 }  // namespace crescent

@@ -27,13 +27,29 @@ TEST(Crc32cTest, KnownVectors) {
   EXPECT_EQ(Crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
 }
 
-TEST(Crc32cTest, MatchesBitwiseReferenceAtEveryLengthAndAlignment) {
+const char* Name(Crc32cPath path) {
+  switch (path) {
+    case Crc32cPath::kTable: return "table";
+    case Crc32cPath::kSse42: return "sse4.2";
+    case Crc32cPath::kFold: return "vpclmulqdq";
+  }
+  return "?";
+}
+
+// Every implementation this CPU can run, not only the one Crc32c picks.
+TEST(Crc32cTest, EveryPathMatchesBitwiseReferenceAtEveryLengthAndAlignment) {
   auto data = testing::RandomBytes(70000, 7);
-  for (size_t n : {0, 1, 7, 8, 9, 23, 24, 255, 256, 511, 512, 513, 768, 1000, 1023, 3071, 3072,
-                   3073, 4096, 9000, 65537}) {
-    for (size_t shift : {0, 1, 5}) {
-      EXPECT_EQ(Crc32c(data.data() + shift, n), Bitwise(data.data() + shift, n))
-          << "n=" << n << " shift=" << shift;
+  for (Crc32cPath path : Crc32cPathsOnThisCpu()) {
+    for (size_t n : {0, 1, 7, 8, 9, 23, 24, 255, 256, 511, 512, 513, 768, 1000, 1023, 3071, 3072,
+                     3073, 4096, 9000, 65537}) {
+      for (size_t shift : {0, 1, 5}) {
+        const uint32_t want = Bitwise(data.data() + shift, n);
+        EXPECT_EQ(Crc32cExtendWith(path, 0, data.data() + shift, n), want)
+            << Name(path) << " n=" << n << " shift=" << shift;
+        if (path == Crc32cPathsOnThisCpu().back()) {
+          EXPECT_EQ(Crc32c(data.data() + shift, n), want) << "n=" << n << " shift=" << shift;
+        }
+      }
     }
   }
 }
@@ -50,19 +66,24 @@ TEST(Crc32cTest, ExtendEqualsWhole) {
 TEST(Crc32cTest, CopyMovesTheBytesAndReturnsTheirCrcAtEveryLengthAndAlignment) {
   auto data = testing::RandomBytes(300000, 10);
   std::vector<uint8_t> out(data.size() + 128, 0xAB);
-  for (size_t n : {0, 1, 63, 511, 512, 767, 3071, 3072, 3073, 4096, 65536 + 17, 262144, 299000}) {
-    for (size_t from : {0, 1, 7}) {
-      for (size_t to : {0, 3, 64}) {
-        std::fill(out.begin(), out.end(), 0xAB);
-        ASSERT_EQ(Crc32cCopy(out.data() + to, data.data() + from, n), Bitwise(data.data() + from, n))
-            << n << " bytes from +" << from << " to +" << to;
-        ASSERT_EQ(std::memcmp(out.data() + to, data.data() + from, n), 0) << n;
-        // Nothing outside [to, to + n) is touched.
-        for (size_t i = 0; i < to; ++i) ASSERT_EQ(out[i], 0xAB);
-        for (size_t i = to + n; i < out.size(); ++i) ASSERT_EQ(out[i], 0xAB) << n << " at " << i;
+  for (Crc32cPath path : Crc32cPathsOnThisCpu()) {
+    for (size_t n : {0, 1, 63, 511, 512, 767, 3071, 3072, 3073, 4096, 65536 + 17, 262144, 299000}) {
+      for (size_t from : {0, 1, 7}) {
+        for (size_t to : {0, 3, 64}) {
+          std::fill(out.begin(), out.end(), 0xAB);
+          ASSERT_EQ(Crc32cCopyWith(path, out.data() + to, data.data() + from, n),
+                    Bitwise(data.data() + from, n))
+              << Name(path) << ": " << n << " bytes from +" << from << " to +" << to;
+          ASSERT_EQ(std::memcmp(out.data() + to, data.data() + from, n), 0) << n;
+          // Nothing outside [to, to + n) is touched.
+          for (size_t i = 0; i < to; ++i) ASSERT_EQ(out[i], 0xAB);
+          for (size_t i = to + n; i < out.size(); ++i) ASSERT_EQ(out[i], 0xAB) << n << " at " << i;
+        }
       }
     }
   }
+  // What Crc32cCopy picks agrees too.
+  ASSERT_EQ(Crc32cCopy(out.data(), data.data(), 262144), Bitwise(data.data(), 262144));
 }
 
 TEST(Crc32cTest, DetectsASingleFlippedBit) {
