@@ -132,19 +132,35 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
   AllowNextGrid();
   WaitForPriorGrid();  // q and the chunk's K/V come from the prologue kernel
   load_tile(0);
-  // Q rows of the block: [head_in_block][token], float32 -> bf16.
-  for (int i = tid; i < kTokens * HB * (D / 4); i += L::kThreads) {
-    const int r = i / (D / 4), d = (i % (D / 4)) * 4;
-    const int hb = r / kTokens, t = r % kTokens;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (t < tile.rows) {
-      v = *reinterpret_cast<const float4*>(a.qkv + static_cast<int64_t>(tile.row + t) * a.qkv_stride +
-                                           (h0 + hb) * D + d);
+  // Q rows of the block: [head_in_block][token], bf16 as the prologue left
+  // them, or float32 rounded here.
+  if (a.q16 != nullptr) {
+    const __nv_bfloat16* q16 = reinterpret_cast<const __nv_bfloat16*>(a.q16);
+    for (int i = tid; i < kTokens * HB * kVecs; i += L::kThreads) {
+      const int r = i / kVecs, d = (i % kVecs) * 8;
+      const int hb = r / kTokens, t = r % kTokens;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (t < tile.rows) {
+        v = *reinterpret_cast<const uint4*>(q16 + static_cast<int64_t>(tile.row + t) * a.Hq * D +
+                                            (h0 + hb) * D + d);
+      }
+      *reinterpret_cast<uint4*>(q_s + r * kLdb + d) = v;
     }
-    uint2 packed;
-    packed.x = PackBf16(v.x, v.y);
-    packed.y = PackBf16(v.z, v.w);
-    *reinterpret_cast<uint2*>(q_s + r * kLdb + d) = packed;
+  } else {
+    for (int i = tid; i < kTokens * HB * (D / 4); i += L::kThreads) {
+      const int r = i / (D / 4), d = (i % (D / 4)) * 4;
+      const int hb = r / kTokens, t = r % kTokens;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (t < tile.rows) {
+        v = *reinterpret_cast<const float4*>(a.qkv +
+                                             static_cast<int64_t>(tile.row + t) * a.qkv_stride +
+                                             (h0 + hb) * D + d);
+      }
+      uint2 packed;
+      packed.x = PackBf16(v.x, v.y);
+      packed.y = PackBf16(v.z, v.w);
+      *reinterpret_cast<uint2*>(q_s + r * kLdb + d) = packed;
+    }
   }
   __syncthreads();
   uint32_t qf[kKSteps][4];
