@@ -7,9 +7,9 @@
 // loads feeds 64 * HB query rows: 4 warps per head, 16 query rows per warp
 // kept end to end in registers (Q fragments, scores, probabilities and the
 // output accumulators). K/V tiles of 64 keys stream through shared memory,
-// double-buffered with cp.async; key tiles past a warp's last query are
-// skipped, and the causal mask is applied only on tiles that straddle the
-// diagonal. The grid is (head groups, tiles) with tiles sorted longest
+// three deep with cp.async (one barrier per tile); key tiles past a warp's
+// last query are skipped, and the causal mask is applied only on tiles
+// that straddle the diagonal. The grid is (head groups, tiles) with tiles sorted longest
 // first (cuda_forward.cc), so the blocks with most keys start first on
 // every head and the short ones fill in behind them.
 #include <cuda_bf16.h>
@@ -33,7 +33,9 @@ struct FlashLayout {
   static constexpr int kLdb = D + 8;  // bf16 row stride: ldmatrix rows hit distinct banks
   static constexpr size_t kQBytes = size_t{kTokens} * HB * kLdb * 2;
   static constexpr size_t kStage = size_t{kKeys} * kLdb * 2 * 2;  // K and V of one tile
-  static constexpr size_t kBytes = kQBytes + 2 * kStage;
+  // K/V tiles in shared memory: kt computing, kt + 1 landing, kt + 2 issued.
+  static constexpr int kStages = 3;
+  static constexpr size_t kBytes = kQBytes + kStages * kStage;
 };
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
@@ -110,7 +112,8 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
   const __nv_bfloat16* pool = reinterpret_cast<const __nv_bfloat16*>(a.kv_pool);
   const int32_t* table = a.block_tables + tile.table_offset;
   auto load_tile = [&](int32_t kt) {
-    __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kQBytes + (kt % 2) * L::kStage);
+    __nv_bfloat16* ks =
+        reinterpret_cast<__nv_bfloat16*>(smem_raw + L::kQBytes + (kt % L::kStages) * L::kStage);
     __nv_bfloat16* vs = ks + kKeys * kLdb;
     constexpr int kPerThread = (kKeys * kVecs + L::kThreads - 1) / L::kThreads;
 #pragma unroll
@@ -132,6 +135,7 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
   AllowNextGrid();
   WaitForPriorGrid();  // q and the chunk's K/V come from the prologue kernel
   load_tile(0);
+  if (num_key_tiles > 1) load_tile(1);
   // Q rows of the block: [head_in_block][token], bf16 as the prologue left
   // them, or float32 rounded here.
   if (a.q16 != nullptr) {
@@ -163,14 +167,11 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
     }
   }
   __syncthreads();
+  const __nv_bfloat16* q_w = q_s + (head_in_block * kTokens + row_in_head) * kLdb +
+                             ((lane % 8) + ((lane / 8) % 2) * 8) * kLdb + (lane / 16) * 8;
   uint32_t qf[kKSteps][4];
-  {
-    const __nv_bfloat16* q_w = q_s + (head_in_block * kTokens + row_in_head) * kLdb;
 #pragma unroll
-    for (int kk = 0; kk < kKSteps; ++kk) {
-      LdMatrixX4(qf[kk], q_w + ((lane % 8) + ((lane / 8) % 2) * 8) * kLdb + kk * 16 + (lane / 16) * 8);
-    }
-  }
+  for (int kk = 0; kk < kKSteps; ++kk) LdMatrixX4(qf[kk], q_w + kk * 16);
 
   float o[kDimTiles][4];
 #pragma unroll
@@ -187,15 +188,19 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
   const int v_lane = ((lane % 8) + ((lane / 8) % 2) * 8) * kLdb + (lane / 16) * 8;
 
   for (int32_t kt = 0; kt < num_key_tiles; ++kt) {
+    // Tiles kt and kt + 1 are in flight; kt + 2 goes to the stage that held
+    // kt - 1, free once every warp has passed this barrier (one barrier per
+    // tile).
     if (kt + 1 < num_key_tiles) {
-      load_tile(kt + 1);
-      CopyAsyncWait<1>();  // tile kt has landed, kt + 1 may still fly
+      CopyAsyncWait<1>();
     } else {
       CopyAsyncWait<0>();
     }
     __syncthreads();
+    if (kt + 2 < num_key_tiles) load_tile(kt + 2);
     const __nv_bfloat16* k_s =
-        reinterpret_cast<const __nv_bfloat16*>(smem_raw + L::kQBytes + (kt % 2) * L::kStage);
+        reinterpret_cast<const __nv_bfloat16*>(smem_raw + L::kQBytes +
+                                               (kt % L::kStages) * L::kStage);
     const __nv_bfloat16* v_s = k_s + kKeys * kLdb;
     const int32_t key0 = kt * kKeys;
     // Keys that no row of this warp can see (or rows past the chunk): skip.
@@ -205,12 +210,13 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
       for (int n = 0; n < kKeyTiles; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < kKSteps; ++kk) {
+        const uint32_t* qa = qf[kk];
 #pragma unroll
         for (int n = 0; n < kKeyTiles; n += 2) {
           uint32_t b[4];
           LdMatrixX4(b, k_s + k_lane + n * 8 * kLdb + kk * 16);
-          Mma16816(sc[n], qf[kk], b[0], b[1]);
-          Mma16816(sc[n + 1], qf[kk], b[2], b[3]);
+          Mma16816(sc[n], qa, b[0], b[1]);
+          Mma16816(sc[n + 1], qa, b[2], b[3]);
         }
       }
       // Causal mask only where the tile reaches past the warp's first row.
@@ -272,7 +278,6 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
         }
       }
     }
-    __syncthreads();  // the next iteration's load reuses this stage
   }
 
   // Row sums are spread over the 4 lanes of a row.
@@ -310,8 +315,8 @@ cudaError_t FlashLaunch(const AttentionArgs& a, const PrefillTile* tiles, int32_
 }
 
 // Heads per block: the largest of 4, 2, 1 that divides the group and keeps
-// the block within the register file (D = 128: 8 warps of ~160 registers;
-// smaller heads: 16 warps of <= 128).
+// the block within the register file (head_dim 128: 8 warps of ~216
+// registers; smaller heads: 16 warps of <= 128).
 template <int D>
 cudaError_t FlashFor(const AttentionArgs& a, const PrefillTile* tiles, int32_t num_tiles,
                      cudaStream_t stream) {

@@ -58,6 +58,54 @@ __global__ void AddRmsNormKernel(float* x, const float* delta, const float* delt
   }
 }
 
+// One warp per row for H a multiple of 128 up to 128 * kMaxVec4: the row
+// stays in registers between the sum of squares and the scaling (16-byte
+// loads and stores, no block barriers). 8 rows per block.
+constexpr int kNormRowsPerBlock = 8;
+template <int kMaxVec4>
+__global__ void __launch_bounds__(kNormRowsPerBlock * 32)
+    AddRmsNormWarpKernel(float* x, const float* delta, const float* delta_bias,
+                         const float* weight, const int32_t* gather, int32_t rows, int32_t H,
+                         float eps, __nv_bfloat16* out) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kNormRowsPerBlock + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32, n4 = H / 128;
+  const int64_t s = gather ? gather[r] : r;
+  float4* xr = reinterpret_cast<float4*>(x + s * H);
+  float4 v[kMaxVec4];
+  float sum_sq = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxVec4; ++j) {
+    if (j >= n4) break;
+    const int i = j * 32 + lane;  // float4 index in the row
+    v[j] = xr[i];
+    if (delta) {
+      const float4 d = reinterpret_cast<const float4*>(delta + s * H)[i];
+      float4 b = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (delta_bias) b = reinterpret_cast<const float4*>(delta_bias)[i];
+      v[j].x += d.x + b.x;
+      v[j].y += d.y + b.y;
+      v[j].z += d.z + b.z;
+      v[j].w += d.w + b.w;
+      xr[i] = v[j];
+    }
+    sum_sq += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+  }
+  const float inv = rsqrtf(WarpSum(sum_sq) / static_cast<float>(H) + eps);
+#pragma unroll
+  for (int j = 0; j < kMaxVec4; ++j) {
+    if (j >= n4) break;
+    const int i = j * 32 + lane;
+    const float4 w = reinterpret_cast<const float4*>(weight)[i];
+    uint2 packed;
+    *reinterpret_cast<__nv_bfloat162*>(&packed.x) =
+        __floats2bfloat162_rn(v[j].x * inv * w.x, v[j].y * inv * w.y);
+    *reinterpret_cast<__nv_bfloat162*>(&packed.y) =
+        __floats2bfloat162_rn(v[j].z * inv * w.z, v[j].w * inv * w.w);
+    reinterpret_cast<uint2*>(out + r * H)[i] = packed;
+  }
+}
+
 // grid (T, ceil((Hq + 2*Hkv) / kPrologueHeads)); each head gets `per_head`
 // threads (a multiple of 32, >= D/2), thread i < D/2 owns the rotate-half
 // pair (i, i+D/2). Several heads per block: one head of 64 threads per
@@ -287,8 +335,18 @@ cudaError_t LaunchRopeTables(const int32_t* positions, const float* inv_freq, in
 cudaError_t LaunchAddRmsNorm(float* x, const float* delta, const float* delta_bias,
                              const float* weight, const int32_t* gather, int32_t rows, int32_t H,
                              float eps, bf16_t* out, cudaStream_t stream) {
-  AddRmsNormKernel<<<rows, kNormThreads, 0, stream>>>(x, delta, delta_bias, weight, gather, H, eps,
-                                                      reinterpret_cast<__nv_bfloat16*>(out));
+  auto* o = reinterpret_cast<__nv_bfloat16*>(out);
+  const unsigned blocks = static_cast<unsigned>((rows + kNormRowsPerBlock - 1) / kNormRowsPerBlock);
+  if (H % 128 == 0 && H <= 128 * 8) {
+    AddRmsNormWarpKernel<8><<<blocks, kNormRowsPerBlock * 32, 0, stream>>>(
+        x, delta, delta_bias, weight, gather, rows, H, eps, o);
+  } else if (H % 128 == 0 && H <= 128 * 16) {
+    AddRmsNormWarpKernel<16><<<blocks, kNormRowsPerBlock * 32, 0, stream>>>(
+        x, delta, delta_bias, weight, gather, rows, H, eps, o);
+  } else {
+    AddRmsNormKernel<<<rows, kNormThreads, 0, stream>>>(x, delta, delta_bias, weight, gather, H,
+                                                        eps, o);
+  }
   return cudaGetLastError();
 }
 
