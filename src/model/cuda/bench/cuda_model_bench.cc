@@ -10,7 +10,9 @@
 // the model's own projection shapes at --prompt rows (float32 output, as
 // the backend runs them), median; prefill is compared with it in FLOP/s.
 // Timings are of Backend::Forward as the engine calls it (logits of the
-// last row of every sequence copied to host memory included).
+// last row of every sequence copied to host memory included). Beside them,
+// the prefill attention kernel alone at the model's head shape (one layer,
+// --prompt tokens), as FLOP/s of causal attention.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
