@@ -154,7 +154,8 @@ Status CudaBackend::Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w,
     return OkStatus();
   }
   // A residual add tunes into delta_ (scratch of the same [T][H] shape).
-  float* scratch = out == GemmOut::kF32Add && N == config_.hidden_size ? delta_.as<float>() : nullptr;
+  float* scratch =
+      out == GemmOut::kF32Add && N == config_.hidden_size ? delta_.as<float>() : nullptr;
   return gemm_.Run(x, T, K, w, N, y, out, scratch, what);
 }
 

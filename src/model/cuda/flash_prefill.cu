@@ -294,7 +294,8 @@ __global__ void __launch_bounds__(FlashLayout<D, HB>::kThreads, 1)
     uint16_t* out = a.out + static_cast<int64_t>(tile.row + row) * a.Hq * D + h * D + pair;
 #pragma unroll
     for (int n = 0; n < kDimTiles; ++n) {
-      *reinterpret_cast<uint32_t*>(out + n * 8) = PackBf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+      *reinterpret_cast<uint32_t*>(out + n * 8) =
+          PackBf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
     }
   }
 }

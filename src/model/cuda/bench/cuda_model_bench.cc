@@ -152,9 +152,14 @@ double AttentionRate(const ModelConfig& c, int T, int runs, double* ms_out) {
   CHECK_CUDA(cudaMemcpy(tables, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(tiles, plan.data(), plan.size() * sizeof(cuda::PrefillTile),
                         cudaMemcpyHostToDevice));
-  cuda::AttentionArgs a{nullptr, 0, static_cast<const bf16_t*>(q), static_cast<const bf16_t*>(pool),
-                        static_cast<const int32_t*>(tables), static_cast<bf16_t*>(out), Hq, Hkv, D, B,
-                        1, 0, static_cast<float>(1.0 / std::sqrt(double(D)))};
+  cuda::AttentionArgs a{nullptr,
+                        0,
+                        static_cast<const bf16_t*>(q),
+                        static_cast<const bf16_t*>(pool),
+                        static_cast<const int32_t*>(tables),
+                        static_cast<bf16_t*>(out),
+                        Hq, Hkv, D, B, /*L=*/1, /*layer=*/0,
+                        static_cast<float>(1.0 / std::sqrt(double(D)))};
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
