@@ -146,6 +146,7 @@ Status CudaBackend::Init(const Checkpoint& checkpoint, const BackendOptions& opt
   RETURN_IF_CUBLAS_ERROR(
       cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()),
       "set the workspace");
+  RETURN_IF_ERROR(gemm_.Init(stream_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()));
 
   graphs_enabled_ = options.cuda_graphs;
   RETURN_IF_ERROR(UploadWeights(checkpoint));
