@@ -230,35 +230,32 @@ Status RunDataMode(Flags f) {
   co.use_fast_port = !f.no_fast_port;
   co.use_reservations = !f.no_reservations && !f.no_fast_port;
   ASSIGN_OR_RETURN(auto client, store::Client::Create(co));
-  ASSIGN_OR_RETURN(auto store_rows, store::RunStoreDataBench(*client, o));
-  client.reset();
-  holder.reset();
-
-  std::vector<store::DataBenchRow> redis_rows;
+  std::unique_ptr<Child> redis;
+  uint16_t redis_port = 0;
   if (!f.no_redis) {
-    const uint16_t port = FreeLoopbackPort();
-    ASSIGN_OR_RETURN(auto redis,
-                     Spawn({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--loglevel", "warning"}));
+    redis_port = FreeLoopbackPort();
+    ASSIGN_OR_RETURN(redis, Spawn({"redis-server", "--port", std::to_string(redis_port), "--bind",
+                                   "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel",
+                                   "warning"}));
     // Wait until it accepts connections.
-    for (int i = 0; i < 100 && !Accepts(port); ++i) {
+    for (int i = 0; i < 100 && !Accepts(redis_port); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ASSIGN_OR_RETURN(redis_rows, store::RunRedisDataBench("127.0.0.1", port, o));
   }
-  std::map<std::tuple<std::string, uint64_t, int>, store::DataBenchRow> redis_by;
-  for (const auto& r : redis_rows) redis_by[{r.op, r.size, r.clients}] = r;
-  std::printf("transport: %s; medians of %d runs after %d warm-up run(s)\n",
+  ASSIGN_OR_RETURN(auto rows, store::RunDataBench(*client, redis_port, o));
+  client.reset();
+  holder.reset();
+  redis.reset();
+  std::printf("transport: %s; medians of %d runs after %d warm-up run(s), each of ours followed "
+              "by one of Redis; ratio: median of those pairs\n",
               f.tcp ? "tcp" : "shared memory", o.runs, o.warmup_runs);
   std::printf("| op | value | clients | crescent ops/s | crescent GB/s | redis ops/s | redis GB/s | ratio |\n"
               "|---|---|---|---|---|---|---|---|\n");
-  for (const auto& r : store_rows) {
-    auto it = redis_by.find({r.op, r.size, r.clients});
-    double rops = it == redis_by.end() ? 0 : it->second.ops_per_s;
-    double rgb = it == redis_by.end() ? 0 : it->second.gb_per_s;
+  for (const auto& r : rows) {
+    const double gb = double(r.size) / 1e9;
     std::printf("| %s | %s | %d | %.0f | %.2f | %.0f | %.2f | %.2fx |\n", r.op.c_str(),
-                FormatSize(r.size).c_str(), r.clients, r.ops_per_s, r.gb_per_s, rops, rgb,
-                rops > 0 ? r.ops_per_s / rops : 0.0);
+                FormatSize(r.size).c_str(), r.clients, r.crescent_ops, r.crescent_ops * gb,
+                r.redis_ops, r.redis_ops * gb, r.ratio);
   }
   std::fflush(stdout);
   return OkStatus();

@@ -120,6 +120,7 @@ class ClientImpl final : public Client {
     uint64_t size;
     bool src_registered;
     Status result;
+    uint32_t crc = 0;  // Crc32c of the value, set by WriteObjects on success
   };
   struct ReadItem {
     const ObjectInfo* info;
@@ -135,6 +136,7 @@ class ClientImpl final : public Client {
     const std::string* segment;
     uint64_t address;
     uint64_t length;
+    uint32_t* crc32c = nullptr;  // receives the CRC-32C of the bytes moved
   };
 
   void WriteObjects(std::vector<WriteItem>& items);

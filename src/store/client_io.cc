@@ -5,7 +5,7 @@
 
 #include "common/logging.h"
 #include "store/client_internal.h"
-#include "store/crc32c.h"
+#include "common/crc32c.h"
 
 namespace crescent::store {
 namespace {
@@ -66,9 +66,11 @@ std::vector<Status> ClientImpl::RunOps(const std::vector<Op>& ops) {
       if (own == nullptr) {
         results[i] = InternalError("replica address outside our own segment");
       } else if (op.opcode == transfer::OpCode::kWrite) {
-        std::memcpy(own, op.local, op.length);
+        if (op.crc32c) *op.crc32c = Crc32cCopy(own, op.local, op.length);
+        else std::memcpy(own, op.local, op.length);
       } else {
         std::memcpy(op.local, own, op.length);
+        if (op.crc32c) *op.crc32c = Crc32c(op.local, op.length);
       }
       continue;
     }
@@ -77,7 +79,7 @@ std::vector<Status> ClientImpl::RunOps(const std::vector<Op>& ops) {
       results[i] = handle.status();
       continue;
     }
-    requests.push_back({op.opcode, op.local, *handle, op.address, op.length});
+    requests.push_back({op.opcode, op.local, *handle, op.address, op.length, op.crc32c});
     request_op.push_back(i);
   }
   if (requests.empty()) return results;
@@ -132,8 +134,11 @@ void ClientImpl::WriteObjects(std::vector<WriteItem>& items) {
         stagings.push_back(std::move(*st));
       }
       const void* local = rep.segment == segment_name_ ? item.src : src;
+      // The value's checksum comes from the first replica's copy (the same
+      // pass over the bytes; the commit needs it).
+      uint32_t* crc = &rep == &item.replicas->front() ? &item.crc : nullptr;
       ops.push_back({transfer::OpCode::kWrite, const_cast<void*>(local), &rep.segment, rep.address,
-                     item.size});
+                     item.size, crc});
       op_item.push_back(i);
     }
   }
@@ -251,7 +256,6 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
 
     std::vector<size_t> idx;
     std::vector<PutStartArgs> args;
-    std::vector<uint32_t> crcs;
     for (size_t i = begin; i < end; ++i) {
       if (Status s = ValidateKey(keys[i]); !s.ok()) {
         out[i] = s;
@@ -263,7 +267,6 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
       }
       idx.push_back(i);
       args.push_back(MakeArgs(keys[i], values[i].size, options));
-      crcs.push_back(Crc32c(values[i].data, values[i].size));
     }
     begin = end;
     if (idx.empty()) continue;
@@ -299,6 +302,8 @@ std::vector<Status> ClientImpl::PutValues(const std::vector<std::string>& keys,
       item_idx.push_back(k);
     }
     WriteObjects(items);
+    std::vector<uint32_t> crcs(idx.size());
+    for (size_t j = 0; j < items.size(); ++j) crcs[item_idx[j]] = items[j].crc;
     std::vector<std::string> end_keys, revoke_keys;
     std::vector<uint32_t> end_crcs;
     std::vector<size_t> end_idx;

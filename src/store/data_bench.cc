@@ -61,17 +61,52 @@ std::vector<uint8_t> Pattern(uint64_t size, uint64_t seed) {
   return v;
 }
 
-void AddRows(std::vector<DataBenchRow>* rows, const std::string& system, uint64_t size,
-             int clients, const std::vector<double>& put_ops, const std::vector<double>& get_ops) {
-  for (auto [op, v] : {std::pair{"put", &put_ops}, std::pair{"get", &get_ops}}) {
-    const double ops = Median(*v);
-    rows->push_back({system, op, size, clients, ops, ops * double(size) / 1e9});
+// One measured pass of our store: `ops` puts then `ops` gets of distinct keys.
+StatusOr<std::pair<double, double>> StoreRun(Client& client, uint64_t size, int clients,
+                                             uint64_t ops, const std::string& prefix,
+                                             std::vector<std::vector<uint8_t>>& src,
+                                             std::vector<std::vector<uint8_t>>& dst) {
+  ASSIGN_OR_RETURN(double put_s, Timed(clients, ops, [&](int t, uint64_t i) {
+    return client.PutFrom(prefix + std::to_string(i), ConstBuffer{src[t].data(), size});
+  }));
+  ASSIGN_OR_RETURN(double get_s, Timed(clients, ops, [&](int t, uint64_t i) -> Status {
+    auto r = client.GetInto(prefix + std::to_string(i), MutableBuffer{dst[t].data(), size});
+    return r.status();
+  }));
+  return std::pair{double(ops) / put_s, double(ops) / get_s};
+}
+
+// One pass of redis-benchmark: SET then GET of one key (random keys would
+// make most GETs misses), one request in flight per connection, as our
+// clients do.
+StatusOr<std::pair<double, double>> RedisRun(uint16_t port, uint64_t size, int clients,
+                                             uint64_t ops) {
+  const std::string cmd = "redis-benchmark -h 127.0.0.1 -p " + std::to_string(port) +
+                          " -t set,get -d " + std::to_string(size) + " -n " + std::to_string(ops) +
+                          " -c " + std::to_string(clients) + " --csv 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return ErrnoToStatus(errno, "running redis-benchmark");
+  char line[512];
+  std::vector<double> set_rps, get_rps;
+  while (std::fgets(line, sizeof(line), pipe)) {
+    double rps = 0;
+    if (std::sscanf(line, "\"SET\",\"%lf\"", &rps) == 1) set_rps.push_back(rps);
+    if (std::sscanf(line, "\"GET\",\"%lf\"", &rps) == 1) get_rps.push_back(rps);
   }
+  if (pclose(pipe) != 0 || set_rps.size() != 1 || get_rps.size() != 1) {
+    return UnavailableError("redis-benchmark against 127.0.0.1:" + std::to_string(port) +
+                            " failed; is redis-tools installed and redis-server running?");
+  }
+  redisContext* c = redisConnect("127.0.0.1", port);
+  if (c != nullptr && !c->err) freeReplyObject(redisCommand(c, "FLUSHALL"));
+  if (c != nullptr) redisFree(c);
+  return std::pair{set_rps[0], get_rps[0]};
 }
 
 }  // namespace
 
-StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client, const DataBenchOptions& o) {
+StatusOr<std::vector<DataBenchRow>> RunDataBench(Client& client, uint16_t redis_port,
+                                                 const DataBenchOptions& o) {
   std::vector<DataBenchRow> rows;
   for (uint64_t size : o.sizes) {
     for (int clients : o.clients) {
@@ -84,75 +119,39 @@ StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client, const Data
         RETURN_IF_ERROR(client.RegisterBuffer(dst[t].data(), size));
       }
       const uint64_t ops = OpsFor(o, size);
-      std::vector<double> put_ops, get_ops;
+      // Runs alternate between the systems, so that a slow spell of a shared
+      // machine falls on both; the ratio is the median of back-to-back pairs.
+      std::vector<double> put_ops, get_ops, set_ops, redis_get_ops, put_ratio, get_ratio;
       for (int run = -o.warmup_runs; run < o.runs; ++run) {
         const std::string prefix = "bench/" + std::to_string(size) + "/" +
                                    std::to_string(clients) + "/" + std::to_string(run) + "/";
-        ASSIGN_OR_RETURN(double put_s, Timed(clients, ops, [&](int t, uint64_t i) {
-          return client.PutFrom(prefix + std::to_string(i), ConstBuffer{src[t].data(), size});
-        }));
-        ASSIGN_OR_RETURN(double get_s, Timed(clients, ops, [&](int t, uint64_t i) -> Status {
-          auto r = client.GetInto(prefix + std::to_string(i), MutableBuffer{dst[t].data(), size});
-          return r.status();
-        }));
-        if (run >= 0) {
-          put_ops.push_back(double(ops) / put_s);
-          get_ops.push_back(double(ops) / get_s);
-        }
+        ASSIGN_OR_RETURN(auto ours, StoreRun(client, size, clients, ops, prefix, src, dst));
         std::this_thread::sleep_for(std::chrono::milliseconds(o.settle_ms));
         client.RemoveAll().status().IgnoreError();
+        std::pair<double, double> theirs{0, 0};
+        if (redis_port != 0) {
+          ASSIGN_OR_RETURN(theirs, RedisRun(redis_port, size, clients, ops));
+        }
+        if (run < 0) continue;
+        put_ops.push_back(ours.first);
+        get_ops.push_back(ours.second);
+        set_ops.push_back(theirs.first);
+        redis_get_ops.push_back(theirs.second);
+        if (redis_port != 0) {
+          put_ratio.push_back(ours.first / theirs.first);
+          get_ratio.push_back(ours.second / theirs.second);
+        }
       }
       for (int t = 0; t < clients; ++t) {
         client.UnregisterBuffer(src[t].data()).IgnoreError();
         client.UnregisterBuffer(dst[t].data()).IgnoreError();
       }
-      AddRows(&rows, "crescent", size, clients, put_ops, get_ops);
-      spdlog::info("store-bench: crescent {} B x {} clients: put {:.0f}/s get {:.0f}/s", size,
-                   clients, Median(put_ops), Median(get_ops));
-    }
-  }
-  return rows;
-}
-
-StatusOr<std::vector<DataBenchRow>> RunRedisDataBench(const std::string& host, uint16_t port,
-                                                      const DataBenchOptions& o) {
-  // The reference is redis-benchmark itself (the tool Redis is usually
-  // measured with): SET then GET of one key (random keys would make most
-  // GETs misses), one request in flight per connection, as our clients do.
-  std::vector<DataBenchRow> rows;
-  for (uint64_t size : o.sizes) {
-    for (int clients : o.clients) {
-      const uint64_t ops = OpsFor(o, size);
-      std::vector<double> put_ops, get_ops;
-      for (int run = -o.warmup_runs; run < o.runs; ++run) {
-        const std::string cmd = "redis-benchmark -h " + host + " -p " + std::to_string(port) +
-                                " -t set,get -d " + std::to_string(size) + " -n " +
-                                std::to_string(ops) + " -c " + std::to_string(clients) +
-                                " --csv 2>/dev/null";
-        FILE* pipe = popen(cmd.c_str(), "r");
-        if (pipe == nullptr) return ErrnoToStatus(errno, "running redis-benchmark");
-        char line[512];
-        std::vector<double> set_rps, get_rps;
-        while (std::fgets(line, sizeof(line), pipe)) {
-          double rps = 0;
-          if (std::sscanf(line, "\"SET\",\"%lf\"", &rps) == 1) set_rps.push_back(rps);
-          if (std::sscanf(line, "\"GET\",\"%lf\"", &rps) == 1) get_rps.push_back(rps);
-        }
-        if (run >= 0) {
-          put_ops.insert(put_ops.end(), set_rps.begin(), set_rps.end());
-          get_ops.insert(get_ops.end(), get_rps.begin(), get_rps.end());
-        }
-        if (pclose(pipe) != 0 || set_rps.size() != 1 || get_rps.size() != 1) {
-          return UnavailableError("redis-benchmark against " + host + ":" + std::to_string(port) +
-                                  " failed; is redis-tools installed and redis-server running?");
-        }
-        redisContext* c = redisConnect(host.c_str(), port);
-        if (c != nullptr && !c->err) freeReplyObject(redisCommand(c, "FLUSHALL"));
-        if (c != nullptr) redisFree(c);
-      }
-      AddRows(&rows, "redis", size, clients, put_ops, get_ops);
-      spdlog::info("store-bench: redis {} B x {} clients: SET {:.0f}/s GET {:.0f}/s", size, clients,
-                   Median(put_ops), Median(get_ops));
+      rows.push_back({"put", size, clients, Median(put_ops), Median(set_ops), Median(put_ratio)});
+      rows.push_back({"get", size, clients, Median(get_ops), Median(redis_get_ops), Median(get_ratio)});
+      spdlog::info("store-bench: {} B x {} clients: put {:.0f}/s (redis SET {:.0f}/s), get {:.0f}/s "
+                   "(redis GET {:.0f}/s)",
+                   size, clients, rows[rows.size() - 2].crescent_ops, rows[rows.size() - 2].redis_ops,
+                   rows.back().crescent_ops, rows.back().redis_ops);
     }
   }
   return rows;

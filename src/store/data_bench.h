@@ -4,7 +4,7 @@
 // Client and putting from / getting into registered buffers (PutFrom /
 // GetInto); the Redis reference is redis-benchmark (SET then GET of one
 // key, one request in flight per connection) with the same sizes, client
-// counts and operation counts.
+// counts and operation counts, run right after each of our runs.
 #pragma once
 
 #include <cstdint>
@@ -33,18 +33,19 @@ struct DataBenchOptions {
   int64_t settle_ms = 0;
 };
 
+// One row per (op, size, clients).
 struct DataBenchRow {
-  std::string system;  // "crescent" or "redis"
-  std::string op;      // "put" or "get"
+  std::string op;  // "put" or "get"
   uint64_t size = 0;
   int clients = 0;
-  double ops_per_s = 0;  // median over runs
-  double gb_per_s = 0;
+  double crescent_ops = 0;  // ops/s, median over runs
+  double redis_ops = 0;     // SET or GET ops/s, median over runs; 0 without Redis
+  double ratio = 0;         // median of crescent/redis over back-to-back run pairs
 };
 
-StatusOr<std::vector<DataBenchRow>> RunStoreDataBench(Client& client,
-                                                      const DataBenchOptions& options);
-StatusOr<std::vector<DataBenchRow>> RunRedisDataBench(const std::string& host, uint16_t port,
-                                                      const DataBenchOptions& options);
+// Runs every point against our store and, when `redis_port` is not 0, the
+// redis-server listening there, alternating the two systems run by run.
+StatusOr<std::vector<DataBenchRow>> RunDataBench(Client& client, uint16_t redis_port,
+                                                 const DataBenchOptions& options);
 
 }  // namespace crescent::store

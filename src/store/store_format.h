@@ -16,7 +16,7 @@ inline constexpr size_t kMaxKeyLength = 4096;
 // ---- Objects ----------------------------------------------------------
 // An object's value is stored as its raw bytes, contiguous, at each
 // replica's address inside a mounted segment; nothing else is written into
-// a segment. Its CRC-32C (store/crc32c.h) is kept in the master's index,
+// a segment. Its CRC-32C (common/crc32c.h) is kept in the master's index,
 // handed to readers with the replica list, and checked by every read.
 inline constexpr uint64_t kMinValueSize = 1;
 // Every allocation inside a segment starts at a multiple of this many bytes

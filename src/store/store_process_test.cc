@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -270,6 +272,29 @@ TEST_F(StoreProcessTest, MasterRestartKeepsObjectsWhoseBytesLive) {
     }
     ASSERT_TRUE(got.ok()) << key << ": " << got.status().ToString();
     EXPECT_EQ(*got, ValueOf(key, 30000));
+  }
+}
+
+// `crescent store-bench` (data mode) runs our store and redis-server side by
+// side and reports a row per operation with both systems' rates and a ratio.
+TEST(StoreBenchTest, DataModeReportsOursBesideRedis) {
+  Subprocess bench({CrescentBin(), "store-bench", "--sizes", "4096", "--clients", "1,2", "--runs",
+                    "1", "--warmup", "0", "--bytes-per-run", "512KB", "--segment-size", "64MB"});
+  ASSERT_EQ(bench.Wait(std::chrono::seconds(60)), 0) << bench.Log();
+  const std::string log = bench.Log();
+  for (const char* row : {"| put | 4.00 KiB | 1 | ", "| get | 4.00 KiB | 1 | ",
+                          "| put | 4.00 KiB | 2 | ", "| get | 4.00 KiB | 2 | "}) {
+    const size_t at = log.find(row);
+    ASSERT_NE(at, std::string::npos) << row << " missing from:\n" << log;
+    // crescent ops/s, GB/s, redis ops/s, GB/s, ratio: both systems measured.
+    double ours = 0, ours_gb = 0, redis = 0, redis_gb = 0, ratio = 0;
+    ASSERT_EQ(std::sscanf(log.c_str() + at + std::strlen(row), "%lf | %lf | %lf | %lf | %lfx", &ours,
+                          &ours_gb, &redis, &redis_gb, &ratio),
+              5)
+        << log.substr(at, 120);
+    EXPECT_GT(ours, 0) << row;
+    EXPECT_GT(redis, 0) << row;
+    EXPECT_NEAR(ratio, ours / redis, ours / redis * 0.5 + 0.01) << row;  // a median of pairs
   }
 }
 

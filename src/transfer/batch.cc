@@ -1,5 +1,6 @@
 #include "transfer/batch.h"
 
+#include "common/crc32c.h"
 #include "fmt/format.h"
 #include "transfer/transport.h"
 
@@ -21,8 +22,13 @@ StatusOr<size_t> Batch::Reserve(size_t n) {
   return first;
 }
 
-void Batch::Start(size_t index, uint32_t slices) {
-  requests_[index].slices_left.store(slices, std::memory_order_relaxed);
+void Batch::Start(size_t index, uint32_t slices, uint32_t* crc_out, const void* local,
+                  uint64_t length) {
+  Request& r = requests_[index];
+  r.crc_out = crc_out;
+  r.local = local;
+  r.length = length;
+  r.slices_left.store(slices, std::memory_order_relaxed);
 }
 
 void Batch::FailUnstarted(size_t first, size_t count, const Status& error) {
@@ -44,6 +50,11 @@ void Batch::SliceDone(size_t index, const Status& status) {
 void Batch::Finish(size_t index) {
   Request& r = requests_[index];
   TransferState state = TransferState::kCompleted;
+  if (r.crc_out != nullptr) {
+    // Every slice is done: the local bytes are final. The state's release
+    // store below publishes the value to whoever sees the request complete.
+    *r.crc_out = Crc32c(r.local, r.length);
+  }
   {
     std::lock_guard lock(mu_);
     if (!r.error.ok())

@@ -22,8 +22,11 @@ class Batch {
 
   // Claims `n` request slots; the first index, or RESOURCE_EXHAUSTED.
   StatusOr<size_t> Reserve(size_t n);
-  // Request `index` will be finished by `slices` SliceDone calls.
-  void Start(size_t index, uint32_t slices);
+  // Request `index` will be finished by `slices` SliceDone calls. With
+  // `crc_out`, a request that completes gets Crc32c(local, length) stored
+  // there first (for transports that cannot compute it while copying).
+  void Start(size_t index, uint32_t slices, uint32_t* crc_out = nullptr,
+             const void* local = nullptr, uint64_t length = 0);
   // Marks `count` reserved slots starting at `first` failed before they
   // started (submission aborted).
   void FailUnstarted(size_t first, size_t count, const Status& error);
@@ -39,6 +42,9 @@ class Batch {
     std::atomic<uint32_t> slices_left{0};
     std::atomic<TransferState> state{TransferState::kPending};
     Status error;  // guarded by mu_; first failure wins
+    uint32_t* crc_out = nullptr;
+    const void* local = nullptr;
+    uint64_t length = 0;
   };
   void Finish(size_t index);
 

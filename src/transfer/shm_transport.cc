@@ -27,6 +27,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/crc32c.h"
 #include "common/logging.h"
 #include "fmt/format.h"
 #include "transfer/net_util.h"
@@ -289,16 +290,23 @@ StatusOr<std::shared_ptr<Mapping>> ShmChannel::Map(uint32_t id) {
 }
 
 void ShmChannel::PopulateInBackground(std::shared_ptr<Mapping> m) {
-  // The first touch of each page through a new mapping is a page fault;
-  // on VMs each costs ~10 us (a 256 KiB copy into fresh pages runs at
-  // ~0.3 GB/s instead of ~17). Filling the page tables in bulk costs ~0.1 s
-  // per GiB, off the transfer path. Stops once nobody else holds the
-  // mapping (the target died or the channel closed).
+  // The first access to each page through a new mapping traps; on this
+  // project's VM each trap costs ~12 us (a 256 KiB copy into untouched pages
+  // runs at ~0.3 GB/s instead of ~15), and filling the page tables with
+  // MADV_POPULATE_WRITE does not spare it (measured: 0.45 GB/s on the first
+  // pass after it, docs/benchmarks.md). What does is one read per page:
+  // ~1 s per GiB of one core, done here off the transfer path. Stops once
+  // nobody else holds the mapping (the target died or the channel closed).
   std::thread([m = std::move(m)] {
-    constexpr uint64_t kChunk = 64 << 20;
+    constexpr uint64_t kChunk = 4 << 20;
+    constexpr uint64_t kPage = 4096;
+    bool populate = true;
     for (uint64_t at = 0; at < m->length && m.use_count() > 1; at += kChunk) {
-      if (::madvise(m->base + at, std::min(kChunk, m->length - at), kMadvPopulateWrite) != 0) {
-        break;  // an old kernel (before 5.14): pages fault in on first use
+      const uint64_t n = std::min(kChunk, m->length - at);
+      // Page tables in bulk (a no-op before Linux 5.14), then the touch.
+      if (populate && ::madvise(m->base + at, n, kMadvPopulateWrite) != 0) populate = false;
+      for (uint64_t p = at; p < at + n; p += kPage) {
+        (void)*reinterpret_cast<volatile const uint8_t*>(m->base + p);
       }
     }
   }).detach();
@@ -331,10 +339,16 @@ void ShmChannel::Submit(std::span<const Slice> slices) {
       continue;
     }
     uint8_t* remote = (*m)->base + at;
-    if (s.opcode == OpCode::kRead)
+    if (s.opcode == OpCode::kRead) {
+      // A fused read-and-sum measured slower than memcpy then a CRC of the
+      // (now cached) destination; writes gain from fusing.
       std::memcpy(s.local, remote, s.length);
-    else
+      if (s.crc32c) *s.crc32c = Crc32c(s.local, s.length);
+    } else if (s.crc32c) {
+      *s.crc32c = Crc32cCopy(remote, s.local, s.length);
+    } else {
       std::memcpy(remote, s.local, s.length);
+    }
     if (!Live(s.buffer_id))
       results[i] = NotFoundError(
           fmt::format("{}: buffer {} was unregistered during the copy", peer_, s.buffer_id));
@@ -387,10 +401,15 @@ class LocalChannel final : public Channel {
         continue;
       }
       uint8_t* p = (*r)->base + (s.remote_offset - (*r)->segment_offset);
-      if (s.opcode == OpCode::kRead)
+      if (s.opcode == OpCode::kRead) {
         std::memmove(s.local, p, s.length);
-      else
+        if (s.crc32c) *s.crc32c = Crc32c(s.local, s.length);
+      } else if (s.crc32c && (s.local + s.length <= p || p + s.length <= s.local)) {
+        *s.crc32c = Crc32cCopy(p, s.local, s.length);
+      } else {
         std::memmove(p, s.local, s.length);
+        if (s.crc32c) *s.crc32c = Crc32c(p, s.length);
+      }
       s.Complete(OkStatus());
     }
   }

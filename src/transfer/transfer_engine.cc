@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "common/crc32c.h"
 #include "common/logging.h"
 #include "common/size.h"
 #include "fmt/format.h"
@@ -415,7 +416,15 @@ Status TransferEngineImpl::SubmitTransfer(BatchId batch_id,
     if (w == work.end()) w = work.insert(work.end(), {ch, {}});
     uint64_t step = ch->max_slice_bytes();
     uint64_t count = r.length / step + (r.length % step != 0);
-    batch->Start(first + i, static_cast<uint32_t>(count));
+    // The checksum: in-process copies compute it while copying; for other
+    // routes, a write's source is summed now and a read's destination once
+    // all of its slices have landed.
+    const bool copy_crc = r.crc32c != nullptr && step == UINT64_MAX;
+    if (r.crc32c != nullptr && !copy_crc && r.opcode == OpCode::kWrite)
+      *r.crc32c = Crc32c(r.local, r.length);
+    const bool finish_crc = r.crc32c != nullptr && !copy_crc && r.opcode == OpCode::kRead;
+    batch->Start(first + i, static_cast<uint32_t>(count), finish_crc ? r.crc32c : nullptr,
+                 r.local, r.length);
     for (uint64_t k = 0, done = 0; k < count; ++k, done += step) {
       Slice s;
       s.opcode = r.opcode;
@@ -429,6 +438,7 @@ Status TransferEngineImpl::SubmitTransfer(BatchId batch_id,
       s.deadline = deadline;
       s.batch = batch.get();
       s.request_index = static_cast<uint32_t>(first + i);
+      if (copy_crc) s.crc32c = r.crc32c;
       w->second.push_back(s);
     }
   }

@@ -98,6 +98,10 @@ struct TransferRequest {
   SegmentHandle segment = 0;   // from OpenSegment
   uint64_t remote_offset = 0;  // in the target segment's offset space
   uint64_t length = 0;         // bytes, > 0
+  // Optional: receives the CRC-32C (common/crc32c.h) of the bytes moved when
+  // the request completes. Same-host writes compute it in the same pass as
+  // the copy (about free); other routes run it over the local memory.
+  uint32_t* crc32c = nullptr;
 };
 
 enum class TransferState { kPending, kCompleted, kFailed, kTimeout };

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "common/crc32c.h"
 #include "common/testutil.h"
 #include "transfer/memory_metadata.h"
 
@@ -60,7 +61,8 @@ Pair MakePair(TransportPolicy policy, uint64_t remote_bytes, bool shareable_targ
 }
 
 // Writes random bytes at odd offsets, checks they landed in the target's
-// memory, reads them back elsewhere and compares.
+// memory, reads them back elsewhere and compares; both directions also
+// return the bytes' CRC-32C when asked.
 void RoundTrips(Pair& p) {
   const uint64_t sizes[] = {1, 7, 4095, 65537, (1 << 20) + 3, 64ull << 20};
   uint64_t seed = 1;
@@ -70,16 +72,20 @@ void RoundTrips(Pair& p) {
     uint64_t local_off = 13, remote_off = p.remote.length - size - 5;
     auto data = testing::RandomBytes(size, seed++);
     std::memcpy(p.src.data() + local_off, data.data(), size);
+    const uint32_t want = Crc32c(data.data(), size);
+    uint32_t wrote = ~want, read = ~want;
     ASSERT_TRUE(p.initiator
                     ->Transfer({{{OpCode::kWrite, p.src.data() + local_off, p.seg,
-                                  p.remote.segment_offset + remote_off, size}}})
+                                  p.remote.segment_offset + remote_off, size, &wrote}}})
                     .ok());
     auto* remote = static_cast<uint8_t*>(p.remote.address) + remote_off;
     ASSERT_EQ(std::memcmp(remote, data.data(), size), 0);
+    EXPECT_EQ(wrote, want);
     Status s = p.initiator->Transfer({{{OpCode::kRead, p.dst.data() + 3, p.seg,
-                                        p.remote.segment_offset + remote_off, size}}});
+                                        p.remote.segment_offset + remote_off, size, &read}}});
     ASSERT_TRUE(s.ok()) << s.ToString();
     ASSERT_EQ(std::memcmp(p.dst.data() + 3, data.data(), size), 0);
+    EXPECT_EQ(read, want);
   }
 }
 
@@ -245,8 +251,16 @@ TEST(TransferEngineTest, OwnSegmentIsReachableByMemcpy) {
   std::vector<uint8_t> buf(1000, 7);
   ASSERT_TRUE(e->RegisterMemory(buf.data(), buf.size()).ok());
   auto seg = *e->OpenSegment("self");
-  ASSERT_TRUE(e->Transfer({{{OpCode::kWrite, buf.data(), seg, region.segment_offset + 9, 1000}}}).ok());
+  uint32_t crc = 0;
+  ASSERT_TRUE(
+      e->Transfer({{{OpCode::kWrite, buf.data(), seg, region.segment_offset + 9, 1000, &crc}}}).ok());
   EXPECT_EQ(static_cast<uint8_t*>(region.address)[9 + 999], 7);
+  EXPECT_EQ(crc, Crc32c(buf.data(), buf.size()));
+  auto* base = static_cast<uint8_t*>(region.address);
+  crc = 0;
+  ASSERT_TRUE(
+      e->Transfer({{{OpCode::kRead, buf.data(), seg, region.segment_offset + 9, 1000, &crc}}}).ok());
+  EXPECT_EQ(crc, Crc32c(base + 9, 1000));
 }
 
 TEST(TransferEngineTest, RequestsToAStoppedPeerFailFast) {

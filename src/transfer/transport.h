@@ -30,6 +30,9 @@ struct Slice {
   std::chrono::steady_clock::time_point deadline;
   Batch* batch = nullptr;      // outlives the slice (FreeBatch waits for it)
   uint32_t request_index = 0;
+  // In-process copies (max_slice_bytes() == UINT64_MAX) only: store the
+  // CRC-32C of the bytes copied here before completing.
+  uint32_t* crc32c = nullptr;
 
   void Complete(const Status& status) const;
 };

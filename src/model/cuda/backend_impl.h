@@ -19,6 +19,7 @@
 #include "model/backend.h"
 #include "model/safetensors.h"
 #include "model/cuda/decode_step.h"
+#include "model/cuda/gemm.h"
 #include "model/cuda/kernels.h"
 
 namespace crescent::model::cuda {
@@ -77,7 +78,8 @@ struct DeviceLayer {
 
 // Device time per stage of the forward pass, from events between the
 // stages, printed to stderr at exit when CRESCENT_PROFILE is set (as the
-// CPU backend does; CRESCENT_PROFILE=decode counts decode-only batches);
+// CPU backend does; CRESCENT_PROFILE=decode counts decode-only batches,
+// CRESCENT_PROFILE=prefill the batches with prompt chunks);
 // graphs are off then, so the marks see every launch.
 class StageProfile {
  public:
@@ -94,7 +96,7 @@ class StageProfile {
   void Collect(bool decode_batch);
 
  private:
-  bool enabled_ = false, decode_only_ = false;
+  bool enabled_ = false, decode_only_ = false, prefill_only_ = false;
   std::vector<cudaEvent_t> events_;  // pool, reused every Forward
   std::vector<Stage> marks_;         // stage ended by events_[i]
   double ms_[kNumStages] = {};
@@ -125,9 +127,10 @@ class CudaBackend final : public Backend {
   Status UploadWeights(const Checkpoint& checkpoint);
   Status EnsureScratch(int64_t tokens);
   Status SizeKvPool(const BackendOptions& options);
-  // y[T][N] (float32) = x[T][K] (bf16) * w[N][K]^T (bf16).
-  Status Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w, int64_t N, float* y,
-              const char* what);
+  // y[T][N] = x[T][K] (bf16) * w[N][K]^T (bf16), stored, added or rounded
+  // to bf16 per `out` (gemm.h): GEMVs at decode sizes, cuBLASLt otherwise.
+  Status Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w, int64_t N, void* y,
+              GemmOut out, const char* what);
   // Enqueues embedding, layers and the logits of rows [0, logit_rows) of
   // the planned batch: what a decode graph captures.
   Status RunNetwork(int64_t T, int64_t logit_rows);
@@ -138,6 +141,9 @@ class CudaBackend final : public Backend {
   // Whether a batch of T tokens runs the fused decode path (GEMVs with the
   // norms, SwiGLU and residual adds folded in).
   bool FusedDecode(int64_t T) const;
+  // Whether the last layer's down_proj output of a T-token batch still
+  // waits in delta_ for the final norm to add it (only with a bias).
+  bool DeltaPending(int64_t T) const;
   // The persistent batch-1 step (decode_step.h): buffers and the device
   // layer table at Init when the shape and device allow it.
   Status InitDecodeStep();
@@ -162,6 +168,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer inv_freq_;   // [D/2] RoPE inverse frequencies
   DeviceBuffer kv_pool_;    // [num_blocks][BlockElements()] bf16
   DeviceBuffer cublas_workspace_;
+  GemmRunner gemm_;  // prefill-size projections (gemm.h), on stream_ with cublas_workspace_
   std::vector<DeviceLayer> layers_;
   const bf16_t* embed_ = nullptr;    // [V][H]
   const bf16_t* lm_head_ = nullptr;  // [V][H]
@@ -173,9 +180,9 @@ class CudaBackend final : public Backend {
   DeviceBuffer x_;       // [T][H] float32 residual stream
   DeviceBuffer delta_;   // [T][H] float32 o_proj / down_proj output
   DeviceBuffer xn_;      // [T][H] bf16 normalised
-  DeviceBuffer qkv_;     // [T][Hq*D + 2*Hkv*D] float32
-  DeviceBuffer attn_;    // [T][Hq*D] bf16
-  DeviceBuffer gu_;      // [T][2I] float32
+  DeviceBuffer qkv_;     // [T][Hq*D + 2*Hkv*D] float32 (bf16 for prefill-only batches)
+  DeviceBuffer attn_;    // [T][Hq*D] bf16 (q on its way into prefill attention, then its output)
+  DeviceBuffer gu_;      // [T][2I] float32 (decode GEMVs) or bf16 (GEMMs)
   DeviceBuffer act_;     // [T][I] bf16
   DeviceBuffer cos_, sin_;  // [T][D/2] float32
   DeviceBuffer logits_;  // [kLogitsChunkRows][V] float32

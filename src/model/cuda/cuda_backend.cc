@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "model/backend_internal.h"
 #include "model/cuda/backend_impl.h"
+#include "model/cuda/cublas_loader.h"
 #include "model/cuda/cuda_util.h"
 #include "model/rope.h"
 #include "model/weights.h"
@@ -43,6 +44,9 @@ Status CublasStatus(cublasStatus_t err, const std::string& what) {
   const std::string msg =
       "cuBLAS: " + what + ": " + cublasGetStatusString(err) + " (" + std::to_string(err) + ")";
   if (err == CUBLAS_STATUS_ALLOC_FAILED) return ResourceExhaustedError(msg);
+  if (std::string load = CublasLoadError(); !load.empty()) {
+    return UnavailableError(msg + ": " + load);
+  }
   return InternalError(msg);
 }
 
@@ -142,6 +146,7 @@ Status CudaBackend::Init(const Checkpoint& checkpoint, const BackendOptions& opt
   RETURN_IF_CUBLAS_ERROR(
       cublasSetWorkspace(cublas_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()),
       "set the workspace");
+  RETURN_IF_ERROR(gemm_.Init(stream_, cublas_workspace_.as<void>(), cublas_workspace_.bytes()));
 
   graphs_enabled_ = options.cuda_graphs;
   RETURN_IF_ERROR(UploadWeights(checkpoint));

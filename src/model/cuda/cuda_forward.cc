@@ -73,6 +73,7 @@ StageProfile::StageProfile() {
   enabled_ = mode != nullptr;
   if (enabled_) SetChainedLaunches(false);
   decode_only_ = enabled_ && std::string_view(mode) == "decode";
+  prefill_only_ = enabled_ && std::string_view(mode) == "prefill";
 }
 
 StageProfile::~StageProfile() {
@@ -99,7 +100,7 @@ void StageProfile::Mark(Stage stage, cudaStream_t stream) {
 
 void StageProfile::Collect(bool decode_batch) {
   if (!enabled_) return;
-  if (decode_only_ && !decode_batch) {
+  if ((decode_only_ && !decode_batch) || (prefill_only_ && decode_batch)) {
     marks_.clear();
     return;
   }
@@ -138,28 +139,24 @@ Status CudaBackend::EnsureScratch(int64_t tokens) {
 }
 
 Status CudaBackend::Gemm(const bf16_t* x, int64_t T, int64_t K, const bf16_t* w, int64_t N,
-                         float* y, const char* what) {
-  if (T <= kGemvMaxRows && K % 8 == 0) {  // decode sizes: stream the weights once
+                         void* y, GemmOut out, const char* what) {
+  if (T <= kGemvMaxRows && K % 8 == 0 && out != GemmOut::kBf16) {
+    // Decode sizes: stream the weights once.
     GemvArgs g;
     g.x = x;
     g.w = w;
-    g.y = y;
+    g.y = static_cast<float*>(y);
+    g.accumulate = out == GemmOut::kF32Add;
     g.T = static_cast<int32_t>(T);
     g.K = static_cast<int32_t>(K);
     g.N = static_cast<int32_t>(N);
     RETURN_IF_CUDA_ERROR(LaunchGemv(g, stream_), what);
     return OkStatus();
   }
-  const float one = 1.f, zero = 0.f;
-  // Row-major y = x w^T is column-major y^T = w x^T: w (stored [N][K]) is
-  // op(A) = A^T of a K x N column-major matrix.
-  RETURN_IF_CUBLAS_ERROR(
-      cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T),
-                   static_cast<int>(K), &one, w, CUDA_R_16BF, static_cast<int>(K), x, CUDA_R_16BF,
-                   static_cast<int>(K), &zero, y, CUDA_R_32F, static_cast<int>(N),
-                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-      what);
-  return OkStatus();
+  // A residual add tunes into delta_ (scratch of the same [T][H] shape).
+  float* scratch =
+      out == GemmOut::kF32Add && N == config_.hidden_size ? delta_.as<float>() : nullptr;
+  return gemm_.Run(x, T, K, w, N, y, out, scratch, what);
 }
 
 Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
@@ -423,18 +420,18 @@ Status CudaBackend::RunNetwork(int64_t T, int64_t logit_rows) {
 
 Status CudaBackend::RunLogits(int64_t r0, int64_t n) {
   const ModelConfig& c = config_;
-  // The last down_proj output is still to be added, unless the fused
-  // decode path added it already.
-  const bool fused = FusedDecode(scratch_used_);
+  // The last down_proj output is still to be added when it has a bias
+  // (otherwise its GEMM or GEMV added it to the residual stream).
+  const bool pending = DeltaPending(scratch_used_);
   RETURN_IF_CUDA_ERROR(
-      LaunchAddRmsNorm(x_.as<float>(), fused ? nullptr : delta_.as<float>(),
-                       fused ? nullptr : layers_.back().down_bias, final_norm_,
+      LaunchAddRmsNorm(x_.as<float>(), pending ? delta_.as<float>() : nullptr,
+                       pending ? layers_.back().down_bias : nullptr, final_norm_,
                        meta_.as<int32_t>() + meta_at_.rows + r0, static_cast<int32_t>(n),
                        c.hidden_size, static_cast<float>(c.rms_norm_eps), xn_.as<bf16_t>(),
                        stream_),
       "final norm kernel");
   RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), n, c.hidden_size, lm_head_, c.vocab_size,
-                       logits_.as<float>(), "lm_head"));
+                       logits_.as<float>(), GemmOut::kF32, "lm_head"));
   profile_.Mark(StageProfile::kLogits, stream_);
   return OkStatus();
 }
@@ -468,6 +465,9 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
   const int32_t Ti = static_cast<int32_t>(T);
   const int32_t* dm = meta_.as<int32_t>();
   const bool fused = FusedDecode(T);
+  // A batch of prompt chunks only (no decode items, whose attention reads
+  // float32 q): q/k/v leave their GEMM as bf16.
+  const bool bf16_qkv = !fused && has_prefill && !has_decode;
 
   // Input norm: fused into the q/k/v GEMV for decode sizes (the residual is
   // already in x_ then), else residual add + norm, then a GEMM.
@@ -484,23 +484,36 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
     g.N = QD + 2 * KD;
     RETURN_IF_CUDA_ERROR(LaunchGemv(g, stream_), "q/k/v GEMV");
   } else {
+    // The previous down_proj output is still in delta_ only when it has a
+    // bias; otherwise its GEMM added it to the residual stream.
+    const bool pending = l > 0 && layers_[l - 1].down_bias != nullptr;
     RETURN_IF_CUDA_ERROR(
-        LaunchAddRmsNorm(x_.as<float>(), l == 0 ? nullptr : delta_.as<float>(),
-                         l == 0 ? nullptr : layers_[l - 1].down_bias, w.input_norm, nullptr, Ti,
+        LaunchAddRmsNorm(x_.as<float>(), pending ? delta_.as<float>() : nullptr,
+                         pending ? layers_[l - 1].down_bias : nullptr, w.input_norm, nullptr, Ti,
                          H, eps, xn_.as<bf16_t>(), stream_),
         "input norm kernel");
     profile_.Mark(StageProfile::kNorm, stream_);
-    RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.qkv, QD + 2 * KD, qkv_.as<float>(), "q/k/v"));
+    RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.qkv, QD + 2 * KD, qkv_.as<void>(),
+                         bf16_qkv ? GemmOut::kBf16 : GemmOut::kF32, "q/k/v"));
   }
   profile_.Mark(StageProfile::kQkv, stream_);
   QkvPrologueArgs pa{qkv_.as<float>(), w.qkv_bias, w.q_norm, w.k_norm,
                      cos_.as<float>(),  sin_.as<float>(), dm + meta_at_.slots,
                      kv_pool_.as<bf16_t>(), Ti, c.num_heads, c.num_kv_heads, D,
                      layout_.block_size, c.num_layers, l, eps};
-  RETURN_IF_CUDA_ERROR(LaunchQkvPrologue(pa, stream_), "q/k/v prologue kernel");
+  if (bf16_qkv) {
+    // q goes to attention as bf16 through attn_ (each attention block reads
+    // its q rows before it writes its output rows there).
+    RETURN_IF_CUDA_ERROR(
+        LaunchQkvPrologueBf16(pa, qkv_.as<bf16_t>(), attn_.as<bf16_t>(), stream_),
+        "q/k/v prologue kernel");
+  } else {
+    RETURN_IF_CUDA_ERROR(LaunchQkvPrologue(pa, stream_), "q/k/v prologue kernel");
+  }
   profile_.Mark(StageProfile::kPrologue, stream_);
 
-  AttentionArgs aa{qkv_.as<float>(), QD + 2 * KD, kv_pool_.as<bf16_t>(), dm + meta_at_.tables,
+  AttentionArgs aa{qkv_.as<float>(), QD + 2 * KD, bf16_qkv ? attn_.as<bf16_t>() : nullptr,
+                   kv_pool_.as<bf16_t>(), dm + meta_at_.tables,
                    attn_.as<bf16_t>(), c.num_heads, c.num_kv_heads, D, layout_.block_size,
                    c.num_layers, l, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)))};
   if (has_prefill) {
@@ -568,22 +581,42 @@ Status CudaBackend::RunLayer(int l, int64_t T, bool has_prefill, bool has_decode
     return OkStatus();
   }
 
-  RETURN_IF_ERROR(Gemm(attn_.as<bf16_t>(), T, QD, w.o, H, delta_.as<float>(), "o_proj"));
+  // o_proj adds into the residual stream in its epilogue (no bias), so the
+  // norm after it reads x once.
+  if (w.o_bias == nullptr) {
+    RETURN_IF_ERROR(
+        Gemm(attn_.as<bf16_t>(), T, QD, w.o, H, x_.as<float>(), GemmOut::kF32Add, "o_proj"));
+  } else {
+    RETURN_IF_ERROR(
+        Gemm(attn_.as<bf16_t>(), T, QD, w.o, H, delta_.as<float>(), GemmOut::kF32, "o_proj"));
+  }
   profile_.Mark(StageProfile::kOProj, stream_);
-  RETURN_IF_CUDA_ERROR(LaunchAddRmsNorm(x_.as<float>(), delta_.as<float>(), w.o_bias,
-                                        w.post_norm, nullptr, Ti, H, eps, xn_.as<bf16_t>(),
-                                        stream_),
-                       "post-attention norm kernel");
+  RETURN_IF_CUDA_ERROR(
+      LaunchAddRmsNorm(x_.as<float>(), w.o_bias ? delta_.as<float>() : nullptr, w.o_bias,
+                       w.post_norm, nullptr, Ti, H, eps, xn_.as<bf16_t>(), stream_),
+      "post-attention norm kernel");
   profile_.Mark(StageProfile::kNorm, stream_);
-  RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.gate_up, 2 * I, gu_.as<float>(), "gate/up"));
+  // gate/up leave their GEMM as bf16 (half the bytes for SwiGLU to read).
+  RETURN_IF_ERROR(Gemm(xn_.as<bf16_t>(), T, H, w.gate_up, 2 * I, gu_.as<void>(), GemmOut::kBf16,
+                       "gate/up"));
   profile_.Mark(StageProfile::kGateUp, stream_);
-  RETURN_IF_CUDA_ERROR(LaunchSwiGlu(gu_.as<float>(), w.gate_up_bias, Ti, I, act_.as<bf16_t>(),
-                                    stream_),
-                       "SwiGLU kernel");
+  RETURN_IF_CUDA_ERROR(
+      LaunchSwiGluBf16(gu_.as<bf16_t>(), w.gate_up_bias, Ti, I, act_.as<bf16_t>(), stream_),
+      "SwiGLU kernel");
   profile_.Mark(StageProfile::kSwiGlu, stream_);
-  RETURN_IF_ERROR(Gemm(act_.as<bf16_t>(), T, I, w.down, H, delta_.as<float>(), "down_proj"));
+  if (w.down_bias == nullptr) {
+    RETURN_IF_ERROR(
+        Gemm(act_.as<bf16_t>(), T, I, w.down, H, x_.as<float>(), GemmOut::kF32Add, "down_proj"));
+  } else {  // added with its bias by the next norm (DeltaPending)
+    RETURN_IF_ERROR(
+        Gemm(act_.as<bf16_t>(), T, I, w.down, H, delta_.as<float>(), GemmOut::kF32, "down_proj"));
+  }
   profile_.Mark(StageProfile::kDown, stream_);
   return OkStatus();
+}
+
+bool CudaBackend::DeltaPending(int64_t T) const {
+  return !FusedDecode(T) && layers_.back().down_bias != nullptr;
 }
 
 bool CudaBackend::FusedDecode(int64_t T) const {

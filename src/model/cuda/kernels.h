@@ -62,10 +62,22 @@ struct QkvPrologueArgs {
 };
 cudaError_t LaunchQkvPrologue(const QkvPrologueArgs& a, cudaStream_t stream);
 
+// The same prologue for a prefill-only batch whose q/k/v GEMM stored bf16:
+// reads qkv16[T][Hq*D + 2*Hkv*D] (bf16; a.qkv is ignored), writes q as bf16
+// to q16[T][Hq*D] and K/V into the pool as above. One warp per (token,
+// head), 4-byte loads; reads T*(Hq+2Hkv)*D*2 bytes, writes as many.
+// Supported D: a multiple of 4, <= 256.
+cudaError_t LaunchQkvPrologueBf16(const QkvPrologueArgs& a, const bf16_t* qkv16, bf16_t* q16,
+                                  cudaStream_t stream);
+
 // act[t][i] = bf16(silu(g) * u), g = gu[t][i] + bias[i], u = gu[t][I + i] +
 // bias[I + i] (bias nullable). Reads T*2I*4, writes T*I*2 bytes.
 cudaError_t LaunchSwiGlu(const float* gu, const float* bias, int32_t T, int32_t I, bf16_t* act,
                          cudaStream_t stream);
+// The same from a bf16 gate/up GEMM output gu[T][2I]: reads T*2I*2, writes
+// T*I*2 bytes (16-byte vectors when I % 8 == 0).
+cudaError_t LaunchSwiGluBf16(const bf16_t* gu, const float* bias, int32_t T, int32_t I,
+                             bf16_t* act, cudaStream_t stream);
 
 // ---- decode-size projections (gemv.cu) ----
 
@@ -100,6 +112,9 @@ cudaError_t LaunchGemv(const GemvArgs& a, cudaStream_t stream);
 struct AttentionArgs {
   const float* qkv;          // q of token t, head h at qkv[t * qkv_stride + h * D]
   int32_t qkv_stride;        // Hq*D + 2*Hkv*D
+  // Prefill only: when set, q is bf16 at q16[t * Hq*D + h * D] instead (it
+  // may alias `out`: a block reads its q rows before it writes them).
+  const bf16_t* q16;
   const bf16_t* kv_pool;     // [blocks][L][2][Hkv][B][D]
   const int32_t* block_tables;  // flattened per-sequence block tables
   bf16_t* out;               // [T][Hq*D]

@@ -10,17 +10,21 @@
 // the model's own projection shapes at --prompt rows (float32 output, as
 // the backend runs them), median; prefill is compared with it in FLOP/s.
 // Timings are of Backend::Forward as the engine calls it (logits of the
-// last row of every sequence copied to host memory included).
+// last row of every sequence copied to host memory included). Beside them,
+// the prefill attention kernel alone at the model's head shape (one layer,
+// --prompt tokens), as FLOP/s of causal attention.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "model/backend.h"
+#include "model/cuda/kernels.h"
 #include "model/make_model.h"
 
 using namespace crescent;
@@ -111,6 +115,68 @@ double GemmRate(int64_t M, const std::vector<std::pair<int64_t, int64_t>>& shape
   cudaFree(y);
   cublasDestroy(h);
   return Median(rate);
+}
+
+// The prefill attention kernel alone at the model's head shape: one
+// T-token sequence attending causally over one layer's bf16 K/V in the
+// paged pool (blocks of 16), q bf16 as a prefill-only batch passes it;
+// median of `runs` launches, as causal FLOP/s (4 * Hq * D * T(T+1)/2).
+double AttentionRate(const ModelConfig& c, int T, int runs, double* ms_out) {
+  using cuda::bf16_t;
+  const int B = 16, D = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads;
+  const int blocks = (T + B - 1) / B;
+  const size_t pool_elems = size_t{1} * blocks * 2 * Hkv * B * D;
+  const size_t q_elems = size_t{1} * T * Hq * D;
+  void *pool, *q, *out, *tables, *tiles;
+  CHECK_CUDA(cudaMalloc(&pool, pool_elems * 2));
+  CHECK_CUDA(cudaMalloc(&q, q_elems * 2));
+  CHECK_CUDA(cudaMalloc(&out, q_elems * 2));
+  // Random bf16 in about [-2, 2] (not zeros: they run faster than real data).
+  std::vector<uint16_t> host(std::max(pool_elems, q_elems));
+  uint32_t x = 12345;
+  for (uint16_t& h : host) {
+    x = x * 1664525u + 1013904223u;
+    h = static_cast<uint16_t>(((x >> 16) & 0x8000) | (0x3c00 + ((x >> 8) % 0x400)));
+  }
+  CHECK_CUDA(cudaMemcpy(pool, host.data(), pool_elems * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(q, host.data(), q_elems * 2, cudaMemcpyHostToDevice));
+  std::vector<int32_t> table(blocks);
+  for (int i = 0; i < blocks; ++i) table[i] = i;
+  std::vector<cuda::PrefillTile> plan;
+  for (int i = 0; i < T; i += cuda::kPrefillTileRows) {
+    plan.push_back({i, i, std::min(cuda::kPrefillTileRows, T - i), 0});
+  }
+  std::reverse(plan.begin(), plan.end());  // longest first, as the backend plans them
+  CHECK_CUDA(cudaMalloc(&tables, table.size() * 4));
+  CHECK_CUDA(cudaMalloc(&tiles, plan.size() * sizeof(cuda::PrefillTile)));
+  CHECK_CUDA(cudaMemcpy(tables, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(tiles, plan.data(), plan.size() * sizeof(cuda::PrefillTile),
+                        cudaMemcpyHostToDevice));
+  cuda::AttentionArgs a{nullptr,
+                        0,
+                        static_cast<const bf16_t*>(q),
+                        static_cast<const bf16_t*>(pool),
+                        static_cast<const int32_t*>(tables),
+                        static_cast<bf16_t*>(out),
+                        Hq, Hkv, D, B, /*L=*/1, /*layer=*/0,
+                        static_cast<float>(1.0 / std::sqrt(double(D)))};
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> ms_all;
+  for (int r = 0; r < runs + 1; ++r) {
+    cudaEventRecord(e0);
+    CHECK_CUDA(cuda::LaunchPrefillAttention(a, static_cast<const cuda::PrefillTile*>(tiles),
+                                            static_cast<int32_t>(plan.size()), nullptr));
+    cudaEventRecord(e1);
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (r > 0) ms_all.push_back(ms);
+  }
+  for (void* p : {pool, q, out, tables, tiles}) cudaFree(p);
+  *ms_out = Median(ms_all);
+  return 4.0 * Hq * D * (double(T) * (T + 1) / 2) / (*ms_out / 1e3);
 }
 
 std::vector<int32_t> Prompt(int n, int vocab, int seed) {
@@ -244,6 +310,15 @@ int main(int argc, char** argv) {
           t * 1e3,
           batch / t, limit * 1e3, bytes / 1e6, 100 * limit / t);
     }
+  }
+
+  if (cuda::PrefillAttentionSupports(c.head_dim)) {
+    double attn_ms = 0;
+    const double rate = AttentionRate(c, prompt_len, std::max(runs, 10), &attn_ms);
+    std::printf("prefill attention kernel alone, %d tokens, %d/%d heads of %d: %.3f ms per layer "
+                "= %.0f TFLOP/s of causal attention\n",
+                prompt_len, c.num_heads, c.num_kv_heads, static_cast<int>(c.head_dim), attn_ms,
+                rate / 1e12);
   }
 
   // Prefill of one prompt: projections + attention + lm_head of the last row.
