@@ -214,11 +214,11 @@ class CudaBackend final : public Backend {
   // CRESCENT_CUDA_DECODE_STEP=0, under CRESCENT_PROFILE, or unsupported.
   bool step_enabled_ = false;
   DeviceBuffer step_layers_;   // [L] StepLayer
-  DeviceBuffer step_sync_;     // DecodeStepSyncWords
+  DeviceBuffer step_sync_;     // DecodeStepExchangeWords (exchange buffers, head counters)
   DeviceBuffer step_partial_;  // split partials
-  uint32_t step_epoch_ = 0;    // launches so far (the counters' targets)
+  uint32_t step_epoch_ = 0;    // launches so far (the exchanged values' tags)
   std::vector<float> inv_freq_host_;  // RoPE tables of the step, computed here
-  // CRESCENT_STEP_TRACE=1: per-barrier timestamps of every step, summed
+  // CRESCENT_STEP_TRACE=1: per-stage timestamps of every step, summed
   // per stage kind and printed to stderr at exit (decode_step.h).
   DeviceBuffer step_trace_;
   std::vector<uint64_t> step_trace_host_;

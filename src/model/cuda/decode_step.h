@@ -9,24 +9,31 @@
 // a producer warp per block streams the block's share of every weight
 // matrix of the step, in the order the stages use them, into a ring of
 // shared-memory tiles (bulk copies completing on mbarriers) without ever
-// waiting for activations, so HBM keeps streaming through the grid-wide
-// barriers between stages; eight consumer warps compute each stage from
-// the ring and meet at a grid barrier (one atomic counter per stage).
+// waiting for activations, so HBM keeps streaming while the consumers
+// wait for their inputs; eight consumer warps compute each stage from the
+// ring.
 //
-// Stages per layer: q/k/v GEMV (input RMSNorm fused) | attention (q/k-norm,
-// RoPE with the host's tables and the KV write of the new token fused; split
-// over the context, each block's first K/V rows loaded while it waits at
-// the barrier before) | o_proj GEMV (the splits merged as its input is
-// loaded; +residual) | gate/up GEMV (post-attention RMSNorm fused) | down
-// GEMV (SwiGLU fused, +residual). Then the final norm and lm_head into the
-// logits row. Each block keeps the residual rows it owns in shared memory.
+// No grid-wide barrier: blocks hand each other values as tagged 64-bit
+// words (decode_step_device.cuh), and every consumer waits only for the
+// values it reads, about one L2 round trip after they are written (a grid
+// barrier cost a release fence, 132 atomics on one word, a poll and then
+// the load of the input, five times a layer).
 //
-// Measured on an H100 (docs/benchmarks.md): ~1.0 ms per Qwen3-0.6B step,
-// ~1.15 ms per Llama-3.2-1B step. What it costs (CRESCENT_STEP_TRACE,
-// CRESCENT_STEP_ABLATE): the weight stream alone runs at ~2.4 TB/s, but the
-// ring holds under one layer, so it cannot run ahead through a layer's
-// chain of grid barriers (~0.7-2 us each) and L2 round trips; prefetching
-// further ahead into L2 measured slower.
+// Stages per layer: q/k/v GEMV (input RMSNorm recomputed by every block)
+// | attention (q/k-norm, RoPE with the host's tables and the KV write of
+// the new token fused; split over the context, each block's first K/V rows
+// loaded before it waits for q/k/v; the block finishing a KV head's last
+// split merges the head's splits) | o_proj GEMV (+residual) | gate/up GEMV
+// (post-attention RMSNorm recomputed; a tile holds 4 gate and the 4
+// matching up rows, so the SwiGLU is applied where they are computed) |
+// down GEMV (+residual). Then the final norm and lm_head into the logits
+// row. Each block keeps the residual rows it owns in shared memory.
+//
+// Measured on an H100 (docs/benchmarks.md, "batch-1 decode"): ~0.90 ms per
+// Qwen3-0.6B step, ~1.16 ms per Llama-3.2-1B step. What bounds it: the
+// chain of dependent hand-offs and stage work per layer, not HBM; with the
+// weight copies switched off (CRESCENT_STEP_ABLATE=32) the Qwen3 step
+// still takes ~0.73-0.76 ms, ~23 us per layer.
 //
 // Numerics as the fused GEMV path (gemv.cu): bf16 weights and K/V, float32
 // activations and accumulation.
@@ -67,24 +74,30 @@ struct DecodeStepArgs {
   const int32_t* position;   // device: its position
   const int32_t* block_table;  // device: the sequence's block table
   bf16_t* kv_pool;
-  float* x;        // [H] residual stream
-  float* qkv;      // [Hq*D + 2*Hkv*D]
-  float* gu;       // [2I]
   float* partial;  // [Hq][max splits][D + 2]
   float* logits;   // [V], written when want_logits
-  // DecodeStepSyncWords(L) stage counters, zeroed once; launch number
-  // `epoch` (1, 2, ...) waits for each to reach epoch x blocks.
-  uint32_t* sync;
+  // DecodeStepExchangeWords(...) words, zeroed once: the tagged exchange
+  // buffers (`exchange`), then one counter per KV head of its finished
+  // attention splits (`head_counters`).
+  uint64_t* exchange;
+  uint64_t* head_counters;
+  // Launch number (1, 2, ...): the tags of this launch's exchanged values.
   uint32_t epoch;
   // Null, or DecodeStepTraceWords(L, blocks) timestamps (ns, %globaltimer):
-  // [s * blocks + b] block b's arrival at barrier s (5 per layer: after
-  // q/k/v, attention, o_proj, gate/up, down), [5L * blocks + s] block 0's
-  // release from it, [5L * blocks + 5L] the start, [.. + 1] block 0's end.
+  // [(s * blocks + b) * 2] block b has the inputs of stage s (5 per layer:
+  // q/k/v, attention, o_proj, gate/up, down), [.. + 1] it has stored its
+  // outputs; then [2 * 5L * blocks] the start and [.. + 1] the end (block
+  // 0), then per block 8 words of time spent waiting for tiles (per matrix
+  // kind: 0 q/k/v, 2 o, 3 gate/up, 4 down, 5 lm_head; 6 its producer's wait
+  // for free slots).
   uint64_t* trace;
   // Experiments only (CRESCENT_STEP_ABLATE; wrong results): skip parts to
-  // time them: 1 GEMV arithmetic, 2 attention, 4 split merge, 8 stage input
-  // loads, 16 grid barriers, 32 weight copies.
+  // time them: 1 GEMV arithmetic, 32 weight copies, 64 everything.
   uint32_t ablate;
+  // Rest between two polls of a word not yet written (ns; 0: none). 32 by
+  // default; CRESCENT_STEP_SLEEP for experiments (0, 32 and 200 measured
+  // alike).
+  uint32_t poll_sleep_ns;
   int32_t H, Hq, Hkv, D, I, V, L, B;
   float eps, scale;
   int32_t want_logits;
@@ -95,17 +108,23 @@ struct DecodeStepArgs {
 bool DecodeStepSupports(int32_t H, int32_t Hq, int32_t Hkv, int32_t D, int32_t I,
                         bool gate_up_bias);
 
-// Words of `sync`: one counter per grid barrier.
-int64_t DecodeStepSyncWords(int32_t L);
+// 64-bit words of DecodeStepArgs::exchange (the exchange buffers and the
+// head counters behind them).
+int64_t DecodeStepExchangeWords(int32_t H, int32_t Hq, int32_t Hkv, int32_t D, int32_t I);
 
 int64_t DecodeStepTraceWords(int32_t L, int32_t blocks);
 
 // Floats of `partial` for a grid of `blocks` blocks.
 int64_t DecodeStepPartialFloats(int32_t Hq, int32_t Hkv, int32_t D, int32_t blocks);
 
-// Launches the step on `stream` with one block per
-// multiprocessor (cooperative launch: all blocks resident). `blocks` is the
-// multiprocessor count.
+// Blocks the step runs on a device of `sms` multiprocessors: one per
+// multiprocessor, at most one per 8 rows of the q/k/v projection (every
+// block must produce some of every layer's q/k/v for the exchange buffers
+// to be reused two layers later).
+int32_t DecodeStepBlocks(int32_t Hq, int32_t Hkv, int32_t D, int32_t sms);
+
+// Launches the step on `stream` (cooperative launch: all blocks resident);
+// `blocks` is the multiprocessor count.
 cudaError_t LaunchDecodeStep(const DecodeStepArgs& a, int32_t blocks, cudaStream_t stream);
 
 }  // namespace crescent::model::cuda

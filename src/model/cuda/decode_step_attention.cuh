@@ -1,7 +1,7 @@
 // The attention stage of the persistent decode step (decode_step.cu):
 // the new token's q/k/v prepared (q/k-norm, RoPE, KV write), its attention
 // over one split of the context per (KV head, split) item, and the merge of
-// the splits' partials as the o_proj stage loads its input.
+// a KV head's splits by the block that finishes its last split.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -91,14 +91,59 @@ __device__ void AttentionPrefetch(const DecodeStepArgs& a, int32_t layer, int32_
   LoadKvPass<D>(a, layer, kvh, k_begin, min(pos + 1, k_begin + split_len), pos, r, tid);
 }
 
+// att_out[h][d] for the G query heads of `kvh`: its splits' partials merged
+// (online, kMergeBatch splits per round of loads). After the acquire of
+// the head's count.
+template <int D>
+__device__ void MergeSplits(const DecodeStepArgs& a, int32_t kvh, int32_t G, int32_t splits,
+                            int32_t smax, uint64_t* att_out, uint32_t tag, int tid) {
+  for (int32_t i = tid; i < G * D; i += kConsumers) {
+    const int32_t h = kvh * G + i / D, d = i % D;
+    float mx = -FLT_MAX, sum = 0.f, o = 0.f;
+    for (int32_t s0 = 0; s0 < splits; s0 += kMergeBatch) {
+      float ms[kMergeBatch], ls[kMergeBatch], os[kMergeBatch];
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        ms[j] = -FLT_MAX;
+        ls[j] = os[j] = 0.f;
+        if (s0 + j < splits) {
+          const float* p = a.partial + (int64_t{h} * smax + s0 + j) * (D + 2);
+          ms[j] = __ldcg(p + D);
+          ls[j] = __ldcg(p + D + 1);
+          os[j] = __ldcg(p + d);
+        }
+      }
+      float cm = mx;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) cm = fmaxf(cm, ms[j]);
+      const float old = exp2f(mx - cm);
+      sum *= old;
+      o *= old;
+#pragma unroll
+      for (int j = 0; j < kMergeBatch; ++j) {
+        const float wj = exp2f(ms[j] - cm);
+        sum += wj * ls[j];
+        o += wj * os[j];
+      }
+      mx = cm;
+    }
+    StoreTagged(att_out + int64_t{h} * D + d, o / sum, tag);
+  }
+}
+
 // Attention of the new token over split `split` of KV head `kvh`, for its
-// G query heads: writes the unnormalised output and the softmax max and sum
-// to partial[h][split] (merged by MergeAttention). The split holding the
-// new position first computes its K and V (k-norm, RoPE) and stores them.
+// G query heads, from the tagged q/k/v words `qkv_in` (each read waits for
+// its value): writes the unnormalised output and the softmax max and sum
+// to partial[h][split]; the block that finishes the head's last split
+// merges them into the tagged attention output `att_out` [Hq][D]. The
+// split holding the new position first computes its K and V (k-norm, RoPE)
+// and stores them.
 template <int D, int kG>
 __device__ void AttentionStage(const DecodeStepArgs& a, const StepLayer& w, int32_t layer,
-                               int32_t pos, float* region, const KvRegs<D>& pre, int tid,
-                               int stage, int stages) {
+                               int32_t pos, const uint64_t* qkv_in, uint64_t* att_out,
+                               uint32_t tag, float* region, const KvRegs<D>& pre, int tid,
+                               int stage) {
+  __shared__ uint32_t last_split;
   using S = AttnShape<D>;
   constexpr int kHalf = D / 2;
   const int32_t G = a.Hq / a.Hkv, ctx = pos + 1;
@@ -133,9 +178,10 @@ __device__ void AttentionStage(const DecodeStepArgs& a, const StepLayer& w, int3
       const int32_t hs = valid ? p / kHalf : 0, i = p % kHalf;
       const int32_t col = hs < G ? (kvh * G + hs) * D : QD + (hs - G) * KD + kvh * D;
       float lo = 0.f, hi = 0.f;
+      WarpLoadTagged2(valid ? qkv_in + col + i : nullptr,
+                      valid ? qkv_in + col + i + kHalf : nullptr, tag, &lo, &hi, lane,
+                      a.poll_sleep_ns);
       if (valid) {
-        lo = __ldcg(a.qkv + col + i);
-        hi = __ldcg(a.qkv + col + i + kHalf);
         if (w.qkv_bias) {
           lo += w.qkv_bias[col + i];
           hi += w.qkv_bias[col + i + kHalf];
@@ -183,7 +229,7 @@ __device__ void AttentionStage(const DecodeStepArgs& a, const StepLayer& w, int3
       }
     }
     ConsumerSync();  // q_s and new_kv ready
-    if (item == static_cast<int32_t>(blockIdx.x)) TraceMid(a.trace, stage, stages, tid);
+    TraceStage(a.trace, stage, false, tid);
 
     float q[kG][8], m[kG], l[kG], acc[kG][8];
 #pragma unroll
@@ -269,70 +315,18 @@ __device__ void AttentionStage(const DecodeStepArgs& a, const StepLayer& w, int3
         p[D + 1] = sum;
       }
     }
-    ConsumerSync();  // shared memory is reused by the next item
+    // Count the split in (release: its partial before the count; the first
+    // split adds the missing ones, so that every head's count grows by
+    // exactly smax per layer); the block that completes the count merges.
+    ConsumerSync();
+    if (tid == 0) {
+      const uint64_t add = split == 0 ? smax - splits + 1 : 1;
+      const uint64_t old = AtomicAddAcqRel(a.head_counters + kvh, add);
+      last_split = (old + add) % static_cast<uint64_t>(smax) == 0;
+    }
+    ConsumerSync();
+    if (last_split) MergeSplits<D>(a, kvh, G, splits, smax, att_out, tag, tid);
   }
 }
-
-// act[h][d] = the attention output of head h: the splits' partials merged
-// (online, kMergeBatch splits per round of loads). Ends with a barrier.
-template <int D>
-__device__ void MergeAttention(const DecodeStepArgs& a, int32_t pos, float* act, int warp,
-                               int lane) {
-  constexpr int kPerLane = D / 32;
-  const int32_t smax = max(1, static_cast<int32_t>(gridDim.x) / a.Hkv);
-  int32_t split_len, splits;
-  SplitPlan(pos + 1, a.Hkv, &split_len, &splits);
-  // Two heads per warp at a time: twice the loads in flight.
-  for (int32_t h0 = warp; h0 < a.Hq; h0 += 2 * kConsumerWarps) {
-    const int32_t hs[2] = {h0, h0 + kConsumerWarps};
-    float mx[2] = {-FLT_MAX, -FLT_MAX}, sum[2] = {0.f, 0.f}, o[2][kPerLane] = {};
-    for (int32_t s0 = 0; s0 < splits; s0 += kMergeBatch) {
-      float ms[2][kMergeBatch], ls[2][kMergeBatch], os[2][kMergeBatch][kPerLane];
-#pragma unroll
-      for (int x = 0; x < 2; ++x) {
-#pragma unroll
-        for (int j = 0; j < kMergeBatch; ++j) {
-          ms[x][j] = -FLT_MAX;
-          ls[x][j] = 0.f;
-#pragma unroll
-          for (int e = 0; e < kPerLane; ++e) os[x][j][e] = 0.f;
-          if (s0 + j < splits && hs[x] < a.Hq) {
-            const float* p = a.partial + (int64_t{hs[x]} * smax + s0 + j) * (D + 2);
-            ms[x][j] = __ldcg(p + D);
-            ls[x][j] = __ldcg(p + D + 1);
-#pragma unroll
-            for (int e = 0; e < kPerLane; ++e) os[x][j][e] = __ldcg(p + lane + 32 * e);
-          }
-        }
-      }
-#pragma unroll
-      for (int x = 0; x < 2; ++x) {
-        float cm = mx[x];
-#pragma unroll
-        for (int j = 0; j < kMergeBatch; ++j) cm = fmaxf(cm, ms[x][j]);
-        const float old = exp2f(mx[x] - cm);
-        sum[x] *= old;
-#pragma unroll
-        for (int e = 0; e < kPerLane; ++e) o[x][e] *= old;
-#pragma unroll
-        for (int j = 0; j < kMergeBatch; ++j) {
-          const float wj = exp2f(ms[x][j] - cm);
-          sum[x] += wj * ls[x][j];
-#pragma unroll
-          for (int e = 0; e < kPerLane; ++e) o[x][e] += wj * os[x][j][e];
-        }
-        mx[x] = cm;
-      }
-    }
-#pragma unroll
-    for (int x = 0; x < 2; ++x) {
-      if (hs[x] >= a.Hq) continue;
-#pragma unroll
-      for (int e = 0; e < kPerLane; ++e) act[hs[x] * D + lane + 32 * e] = o[x][e] / sum[x];
-    }
-  }
-  ConsumerSync();
-}
-
 
 }  // namespace crescent::model::cuda::step

@@ -1,7 +1,8 @@
 // Device-side building blocks of the persistent decode step
 // (decode_step.cu): the block layout's constants, mbarrier and bulk-copy
-// primitives, the consumer barrier and the grid barrier. Included by
-// decode_step.cu and decode_step_attention.cuh only.
+// primitives, the consumer barrier and the tagged words blocks exchange
+// values through. Included by decode_step.cu and decode_step_attention.cuh
+// only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -77,60 +78,113 @@ __device__ __forceinline__ void ConsumerSync() {
   asm volatile("bar.sync 1, %0;" ::"n"(kConsumers) : "memory");
 }
 
-// Grid-wide barrier of the consumers: every block adds 1 to this stage's
-// counter (zeroed before the launch) and waits until all have.
 __device__ __forceinline__ uint64_t GlobalTimer() {
   uint64_t t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
   return t;
 }
 
-// Grid-wide barrier of the consumers: every block adds 1 to this stage's
-// counter and waits until it reaches `target` (launch number x blocks: the
-// counters only grow, so no launch has to clear them). The release add
-// orders the block's writes (ordered before it by the consumer barrier)
-// before the waiters' acquire loads.
-// With `trace`: block b's arrival at barrier s goes to trace[s * grid + b],
-// block 0's release to trace[stages * grid + s].
-// `while_waiting` runs on every consumer thread between the arrival and the
-// wait (thread 0 after its release add, so none of its loads delay it).
-template <typename WhileWaiting>
-__device__ void GridSync(uint32_t* counter, uint32_t target, int tid, uint64_t* trace, int stage,
-                         int stages, WhileWaiting&& while_waiting, uint32_t ablate) {
-  ConsumerSync();
-  if (ablate & 16) {
-    while_waiting();
-    ConsumerSync();
-    return;
-  }
-  if (tid == 0) {
-    if (trace) trace[int64_t{stage} * gridDim.x + blockIdx.x] = GlobalTimer();
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
-  }
-  while_waiting();
-  if (tid == 0) {
-    uint32_t v;
-    long long spins = 0;
-    while (true) {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
-      if (static_cast<int32_t>(v - target) >= 0) break;
-      if (++spins > kSpinLimit) __trap();
-    }
-    if (trace && blockIdx.x == 0) trace[int64_t{stages} * gridDim.x + stage] = GlobalTimer();
-  }
-  ConsumerSync();
-}
-__device__ __forceinline__ void GridSync(uint32_t* counter, uint32_t target, int tid,
-                                         uint64_t* trace, int stage, int stages, uint32_t ablate) {
-  GridSync(counter, target, tid, trace, stage, stages, [] {}, ablate);
+// ---- the exchange between blocks: tagged words, no barriers ----
+//
+// Every value one block hands to others (a row of q/k/v, of the residual
+// stream, an attention output, a SwiGLU input) is stored as one 64-bit word
+// {tag, float bits} with a single relaxed store, and read with relaxed
+// loads that are repeated until the word carries the expected tag (the
+// step's launch number and the layer, so that no buffer is ever cleared).
+// A 64-bit access is single-copy atomic, so a reader never sees a new tag
+// with an old value, and needs no fence, counter or barrier: the value is
+// its own flag. A reader waits exactly for the values it consumes, one L2
+// round trip after they were written.
+__device__ __forceinline__ void StoreTagged(uint64_t* p, float v, uint32_t tag) {
+  const uint64_t w = (uint64_t{tag} << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(w) : "memory");
 }
 
-// Block b's time of reaching the middle of stage s (inputs loaded) goes to
-// trace[stages * (grid + 1) + 2 + s * grid + b].
-__device__ __forceinline__ void TraceMid(uint64_t* trace, int stage, int stages, int tid) {
+// A wait that polls this often is a bug (a tag never written): trap.
+constexpr long long kPollLimit = 1ll << 23;
+
+// Between polls: `sleep_ns` (DecodeStepArgs::poll_sleep_ns) of rest.
+__device__ __forceinline__ void Backoff(long long& polls, uint32_t sleep_ns) {
+  if (++polls > kPollLimit) __trap();
+  if (sleep_ns) __nanosleep(sleep_ns);
+}
+
+// Issues relaxed loads of n = 1, 2 or 4 consecutive words at p (16-byte
+// aligned for n >= 2). No "memory" clobber: loads of several words can be
+// in flight together; volatile keeps every poll.
+template <int n>
+__device__ __forceinline__ void LoadWords(const uint64_t* p, uint64_t* w) {
+  if constexpr (n == 1) {
+    asm volatile("ld.relaxed.gpu.global.b64 %0, [%1];" : "=l"(w[0]) : "l"(p) : "memory");
+  } else {
+#pragma unroll
+    for (int i = 0; i < n; i += 2) {
+      asm volatile("ld.relaxed.gpu.global.v2.b64 {%0, %1}, [%2];"
+                   : "=l"(w[i]), "=l"(w[i + 1])
+                   : "l"(p + i)
+                   : "memory");
+    }
+  }
+}
+
+template <int n>
+__device__ __forceinline__ bool AllTagged(const uint64_t* w, uint32_t tag) {
+  bool ready = true;
+#pragma unroll
+  for (int i = 0; i < n; ++i) ready &= static_cast<uint32_t>(w[i] >> 32) == tag;
+  return ready;
+}
+
+// The two words at p0 and p1 (each null for none) into v0 and v1 once they
+// carry `tag`; called by all lanes of a warp together. Both are loaded at
+// once; while some lane's words lack the tag, one lane polls one of them
+// (fewer loads in flight through L2 beside the weight stream), then the
+// warp reloads what is missing.
+__device__ __forceinline__ void WarpLoadTagged2(const uint64_t* p0, const uint64_t* p1,
+                                                uint32_t tag, float* v0, float* v1, int lane,
+                                                uint32_t sleep_ns) {
+  uint64_t w0 = 0, w1 = 0;
+  if (p0) LoadWords<1>(p0, &w0);
+  if (p1) LoadWords<1>(p1, &w1);
+  bool r0 = !p0, r1 = !p1;
+  long long polls = 0;
+  while (true) {
+    r0 = r0 || static_cast<uint32_t>(w0 >> 32) == tag;
+    r1 = r1 || static_cast<uint32_t>(w1 >> 32) == tag;
+    const unsigned pending = __ballot_sync(0xffffffffu, !(r0 && r1));
+    if (pending == 0) break;
+    if (lane == __ffs(pending) - 1) {
+      const uint64_t* word = r0 ? p1 : p0;
+      uint64_t v;
+      LoadWords<1>(word, &v);
+      while (static_cast<uint32_t>(v >> 32) != tag) {
+        Backoff(polls, sleep_ns);
+        LoadWords<1>(word, &v);
+      }
+    }
+    __syncwarp();
+    if (!r0) LoadWords<1>(p0, &w0);
+    if (!r1) LoadWords<1>(p1, &w1);
+  }
+  *v0 = __uint_as_float(static_cast<uint32_t>(w0));
+  *v1 = __uint_as_float(static_cast<uint32_t>(w1));
+}
+
+// Adds `v` with acquire-release semantics at device scope; returns the old value.
+__device__ __forceinline__ uint64_t AtomicAddAcqRel(uint64_t* p, uint64_t v) {
+  uint64_t old;
+  asm volatile("atom.acq_rel.gpu.global.add.u64 %0, [%1], %2;"
+               : "=l"(old)
+               : "l"(p), "l"(v)
+               : "memory");
+  return old;
+}
+
+// Tracing (decode_step.h): block b's time of having stage s's inputs
+// (`end` false) or of having stored its outputs (`end` true).
+__device__ __forceinline__ void TraceStage(uint64_t* trace, int stage, bool end, int tid) {
   if (trace && tid == 0) {
-    trace[int64_t{stages} * (gridDim.x + 1) + 2 + int64_t{stage} * gridDim.x + blockIdx.x] =
-        GlobalTimer();
+    trace[(int64_t{stage} * gridDim.x + blockIdx.x) * 2 + (end ? 1 : 0)] = GlobalTimer();
   }
 }
 

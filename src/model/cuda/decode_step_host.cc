@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
+#include <vector>
 
 #include "model/cuda/backend_impl.h"
 #include "model/cuda/cuda_util.h"
@@ -35,10 +36,12 @@ Status CudaBackend::InitDecodeStep() {
   RETURN_IF_CUDA_ERROR(cudaMemcpy(step_layers_.as<void>(), table.data(),
                                   table.size() * sizeof(StepLayer), cudaMemcpyHostToDevice),
                        "upload the decode step's layer table");
-  RETURN_IF_ERROR(step_sync_.Allocate(static_cast<size_t>(DecodeStepSyncWords(c.num_layers)) * 4,
-                                      "decode step counters"));
+  const int64_t exchange_words = DecodeStepExchangeWords(
+      c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
+  RETURN_IF_ERROR(step_sync_.Allocate(static_cast<size_t>(exchange_words) * 8,
+                                      "decode step exchange buffers"));
   RETURN_IF_CUDA_ERROR(cudaMemset(step_sync_.as<void>(), 0, step_sync_.bytes()),
-                       "clear the decode step counters");
+                       "clear the decode step exchange buffers");
   step_epoch_ = 0;
   inv_freq_host_ = RopeInverseFrequencies(c);
   RETURN_IF_ERROR(step_partial_.Allocate(
@@ -58,48 +61,56 @@ Status CudaBackend::InitDecodeStep() {
   return OkStatus();
 }
 
-// Slots of step_trace_ns_: per stage kind k (0 q/k/v, 1 attention, 2
-// o_proj, 3 gate/up, 4 down): [k] the last block's work since the previous
-// release, [5 + k] the barrier (last arrival to release), [10] lm_head,
-// [11] the whole kernel.
+// Sums per stage kind k (0 q/k/v, 1 attention, 2 o_proj, 3 gate/up, 4
+// down), all layers: step_trace_ns_[k] the mean block's wait for its inputs
+// (from the end of its previous stage), [5 + k] the mean block's work (to
+// its outputs stored), [10 + k] the critical path (last block's end minus
+// the previous stage's last end); [15] lm_head, [16] the whole kernel.
+// step_trace_waits_: mean block waits for tiles per matrix kind.
 void CudaBackend::AddStepTrace() {
   if (cudaStreamSynchronize(stream_) != cudaSuccess) return;
   if (cudaMemcpy(step_trace_host_.data(), step_trace_.as<void>(), step_trace_host_.size() * 8,
                  cudaMemcpyDeviceToHost) != cudaSuccess) {
     return;
   }
-  const int64_t blocks = num_sms_, stages = 5 * config_.num_layers;
+  const ModelConfig& c = config_;
+  const int64_t blocks = DecodeStepBlocks(c.num_heads, c.num_kv_heads, c.head_dim, num_sms_);
+  const int64_t stages = 5 * c.num_layers;
   const uint64_t* t = step_trace_host_.data();
-  const uint64_t* release = t + stages * blocks;
-  uint64_t prev = release[stages];  // the start
-  const uint64_t* mid = release + stages + 2;
+  const uint64_t start = t[stages * blocks * 2], end = t[stages * blocks * 2 + 1];
+  std::vector<uint64_t> prev_end(blocks, start);
+  uint64_t prev_last = start;
   for (int64_t s = 0; s < stages; ++s) {
-    uint64_t last = 0;
+    const int k = static_cast<int>(s % 5);
     double in = 0, work = 0;
     int64_t n = 0;
+    uint64_t last = prev_last;
     for (int64_t b = 0; b < blocks; ++b) {
-      last = std::max(last, t[s * blocks + b]);
-      if (mid[s * blocks + b] == 0) continue;  // no attention item
-      in += static_cast<double>(mid[s * blocks + b]) - static_cast<double>(prev);
-      work += static_cast<double>(t[s * blocks + b]) - static_cast<double>(mid[s * blocks + b]);
-      ++n;
+      const uint64_t ready = t[(s * blocks + b) * 2], done = t[(s * blocks + b) * 2 + 1];
+      if (done == 0) continue;
+      last = std::max(last, done);
+      if (ready != 0) {  // blocks without an attention item record no inputs
+        in += static_cast<double>(ready) - static_cast<double>(prev_end[b]);
+        work += static_cast<double>(done) - static_cast<double>(ready);
+        ++n;
+      }
+      prev_end[b] = done;
     }
     if (n > 0) {
-      step_trace_ns_[12 + s % 5 * 2] += in / n;
-      step_trace_ns_[13 + s % 5 * 2] += work / n;
+      step_trace_ns_[k] += in / n;
+      step_trace_ns_[5 + k] += work / n;
     }
-    step_trace_ns_[s % 5] += static_cast<double>(last - prev);
-    step_trace_ns_[5 + s % 5] += static_cast<double>(release[s] - last);
-    prev = release[s];
+    step_trace_ns_[10 + k] += static_cast<double>(last - prev_last);
+    prev_last = last;
   }
-  const uint64_t* waits = mid + stages * blocks;
+  const uint64_t* waits = t + stages * blocks * 2 + 2;
   for (int k = 0; k < 7; ++k) {
     double sum = 0;
     for (int64_t b = 0; b < blocks; ++b) sum += static_cast<double>(waits[b * 8 + k]);
     step_trace_waits_[k] += sum / blocks;
   }
-  step_trace_ns_[10] += static_cast<double>(release[stages + 1] - prev);
-  step_trace_ns_[11] += static_cast<double>(release[stages + 1] - release[stages]);
+  step_trace_ns_[15] += static_cast<double>(end - prev_last);
+  step_trace_ns_[16] += static_cast<double>(end - start);
   ++step_trace_steps_;
 }
 
@@ -114,8 +125,8 @@ void CudaBackend::PrintStepTrace() const {
   const double n = static_cast<double>(step_trace_steps_) * 1e3;  // -> us per step
   const char* kinds[5] = {"q/k/v", "attention", "o_proj", "gate/up", "down"};
   std::fprintf(stderr, "step trace (%lld steps, us per step): kernel %.1f, lm_head %.1f\n",
-               static_cast<long long>(step_trace_steps_), step_trace_ns_[11] / n,
-               step_trace_ns_[10] / n);
+               static_cast<long long>(step_trace_steps_), step_trace_ns_[16] / n,
+               step_trace_ns_[15] / n);
   std::fprintf(stderr,
                "step trace: mean block waits for tiles: q/k/v %.1f o %.1f gate/up %.1f down %.1f "
                "lm_head %.1f; producer waits for slots %.1f\n",
@@ -123,10 +134,10 @@ void CudaBackend::PrintStepTrace() const {
                step_trace_waits_[4] / n, step_trace_waits_[5] / n, step_trace_waits_[6] / n);
   for (int k = 0; k < 5; ++k) {
     std::fprintf(stderr,
-                 "step trace: %-10s work %.1f barrier %.1f (all layers); mean block: inputs "
-                 "%.1f, rest %.1f\n",
-                 kinds[k], step_trace_ns_[k] / n, step_trace_ns_[5 + k] / n,
-                 step_trace_ns_[12 + 2 * k] / n, step_trace_ns_[13 + 2 * k] / n);
+                 "step trace: %-10s critical path %.1f (all layers); mean block: waits for "
+                 "inputs %.1f, work %.1f\n",
+                 kinds[k], step_trace_ns_[10 + k] / n, step_trace_ns_[k] / n,
+                 step_trace_ns_[5 + k] / n);
   }
 }
 
@@ -143,12 +154,13 @@ Status CudaBackend::RunDecodeStep(bool want_logits) {
   a.position = dm + meta_at_.positions;
   a.block_table = dm + meta_at_.tables;
   a.kv_pool = kv_pool_.as<bf16_t>();
-  a.x = x_.as<float>();
-  a.qkv = qkv_.as<float>();
-  a.gu = gu_.as<float>();
   a.partial = step_partial_.as<float>();
   a.logits = logits_.as<float>();
-  a.sync = step_sync_.as<uint32_t>();
+  a.exchange = step_sync_.as<uint64_t>();
+  a.head_counters = a.exchange + DecodeStepExchangeWords(c.hidden_size, c.num_heads,
+                                                         c.num_kv_heads, c.head_dim,
+                                                         c.intermediate_size) -
+                    c.num_kv_heads;
   a.epoch = ++step_epoch_;
   a.H = c.hidden_size;
   a.Hq = c.num_heads;
