@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <thread>
 #include <unordered_map>
@@ -22,10 +23,12 @@ using transfer::UniqueFd;
 // A client that sends calls without reading the replies is not read from
 // while this much of its replies waits: the master's memory stays bounded.
 constexpr size_t kMaxUnsentReplyBytes = 16 << 20;
+// Requests read ahead of serving them, per connection.
+constexpr size_t kMaxBufferedRequestBytes = 4 << 20;
 
 struct Conn {
   UniqueFd fd;
-  std::string in;       // bytes received, not yet a whole frame
+  std::string in;       // bytes received, not yet served (starts at a frame)
   std::string out;      // replies not yet sent
   size_t out_sent = 0;  // of `out`
   uint32_t events = EPOLLIN;  // what epoll watches for it
@@ -90,12 +93,18 @@ class FastServerImpl final : public FastServer {
         }
         auto it = conns_.find(fd);
         if (it == conns_.end()) continue;
+        Conn& c = it->second;
         bool alive = true;
         if ((events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
-            it->second.out.size() <= kMaxUnsentReplyBytes) {
-          alive = Read(it->second);
+            c.out.size() <= kMaxUnsentReplyBytes) {
+          alive = Read(c);
         }
-        if (alive) alive = Flush(it->second);
+        // Serve what is buffered, flush, and serve again if the flush made
+        // room (requests read earlier may wait for replies to drain).
+        for (int round = 0; alive && round < 2; ++round) {
+          if (!ServeBuffered(c)) alive = false;
+          if (alive) alive = Flush(c);
+        }
         if (!alive) conns_.erase(it);  // closes the fd (and leaves epoll)
       }
     }
@@ -113,9 +122,20 @@ class FastServerImpl final : public FastServer {
   }
 
   // Reads what is there and serves every whole frame; false: close.
+  // Reads what the socket holds, up to kMaxBufferedRequestBytes or the
+  // first buffered frame, whichever is larger (the rest stays in the kernel
+  // until the replies drain); false: the peer is gone.
   bool Read(Conn& c) {
     char buf[64 * 1024];
-    for (;;) {
+    size_t limit = kMaxBufferedRequestBytes;
+    if (c.in.size() >= wire::kHeaderBytes) {
+      // (A frame over the size limit is refused by ServeBuffered; no need to
+      // read it.)
+      const size_t first =
+          std::min<size_t>(wire::ParseHeader(c.in.data()).body_len, wire::kMaxBodyBytes);
+      limit = std::max<size_t>(limit, wire::kHeaderBytes + first);
+    }
+    while (c.in.size() < limit) {
       const ssize_t n = ::recv(c.fd.get(), buf, sizeof(buf), 0);
       if (n > 0) {
         c.in.append(buf, static_cast<size_t>(n));
@@ -127,8 +147,14 @@ class FastServerImpl final : public FastServer {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       return false;
     }
+    return true;
+  }
+
+  // Serves complete requests while the unsent replies stay under their
+  // bound; false: a frame over the size limit (the connection is closed).
+  bool ServeBuffered(Conn& c) {
     size_t at = 0;
-    while (c.in.size() - at >= wire::kHeaderBytes) {
+    while (c.in.size() - at >= wire::kHeaderBytes && c.out.size() <= kMaxUnsentReplyBytes) {
       const wire::Header h = wire::ParseHeader(c.in.data() + at);
       if (h.body_len > wire::kMaxBodyBytes) {
         spdlog::warn("fast port: a {}-byte frame is over the limit; closing its connection",
