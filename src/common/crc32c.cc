@@ -176,8 +176,12 @@ CRESCENT_FOLD_TARGET inline __m512i LoadAndCopy(const uint8_t* p, uint8_t* dst, 
 template <bool kCopy>
 CRESCENT_FOLD_TARGET uint32_t RawFold(uint32_t r, uint8_t* dst, const uint8_t* p, size_t n) {
   // The register's initial value enters as an xor into the first 4 bytes.
-  __m512i x0 = _mm512_xor_si512(LoadAndCopy<kCopy>(p, dst, 0), _mm512_inserti32x4(_mm512_setzero_si512(), _mm_cvtsi32_si128(static_cast<int>(r)), 0));
-  __m512i x1 = LoadAndCopy<kCopy>(p, dst, 64), x2 = LoadAndCopy<kCopy>(p, dst, 128), x3 = LoadAndCopy<kCopy>(p, dst, 192);
+  const __m512i init =
+      _mm512_inserti32x4(_mm512_setzero_si512(), _mm_cvtsi32_si128(static_cast<int>(r)), 0);
+  __m512i x0 = _mm512_xor_si512(LoadAndCopy<kCopy>(p, dst, 0), init);
+  __m512i x1 = LoadAndCopy<kCopy>(p, dst, 64);
+  __m512i x2 = LoadAndCopy<kCopy>(p, dst, 128);
+  __m512i x3 = LoadAndCopy<kCopy>(p, dst, 192);
   const __m512i k = Keys512(0);
   size_t at = 256;
   for (; at + 256 <= n; at += 256) {

@@ -146,12 +146,15 @@ StatusOr<std::vector<DataBenchRow>> RunDataBench(Client& client, uint16_t redis_
         client.UnregisterBuffer(src[t].data()).IgnoreError();
         client.UnregisterBuffer(dst[t].data()).IgnoreError();
       }
-      rows.push_back({"put", size, clients, Median(put_ops), Median(set_ops), Median(put_ratio)});
-      rows.push_back({"get", size, clients, Median(get_ops), Median(redis_get_ops), Median(get_ratio)});
-      spdlog::info("store-bench: {} B x {} clients: put {:.0f}/s (redis SET {:.0f}/s), get {:.0f}/s "
-                   "(redis GET {:.0f}/s)",
-                   size, clients, rows[rows.size() - 2].crescent_ops, rows[rows.size() - 2].redis_ops,
-                   rows.back().crescent_ops, rows.back().redis_ops);
+      const DataBenchRow put{"put", size, clients, Median(put_ops),
+                             Median(set_ops), Median(put_ratio)};
+      const DataBenchRow get{"get", size, clients, Median(get_ops),
+                             Median(redis_get_ops), Median(get_ratio)};
+      rows.push_back(put);
+      rows.push_back(get);
+      spdlog::info("store-bench: {} B x {} clients: put {:.0f}/s (redis SET {:.0f}/s), "
+                   "get {:.0f}/s (redis GET {:.0f}/s)",
+                   size, clients, put.crescent_ops, put.redis_ops, get.crescent_ops, get.redis_ops);
     }
   }
   return rows;
