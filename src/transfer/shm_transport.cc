@@ -13,6 +13,8 @@
 // requests fail instead of succeeding against memory nobody will read. A
 // watcher thread notices hang-ups at once and drops the mappings of dead
 // targets, so their memory is returned to the system.
+#include <pthread.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -295,9 +297,15 @@ void ShmChannel::PopulateInBackground(std::shared_ptr<Mapping> m) {
   // runs at ~0.3 GB/s instead of ~15), and filling the page tables with
   // MADV_POPULATE_WRITE does not spare it (measured: 0.45 GB/s on the first
   // pass after it, docs/benchmarks.md). What does is one read per page:
-  // ~1 s per GiB of one core, done here off the transfer path. Stops once
-  // nobody else holds the mapping (the target died or the channel closed).
+  // ~1 s per GiB of one core, done here off the transfer path, at idle
+  // priority. Stops once nobody else holds the mapping (the target died or
+  // the channel closed).
   std::thread([m = std::move(m)] {
+    // Only when a CPU is otherwise idle: each touch traps, ~1 s of a core per
+    // GiB, which must not compete with the transfers it is meant to speed up
+    // (profiled at a third of store-bench's samples at normal priority).
+    sched_param idle{};
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     constexpr uint64_t kChunk = 4 << 20;
     constexpr uint64_t kPage = 4096;
     bool populate = true;
