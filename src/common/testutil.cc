@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -36,18 +39,58 @@ std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
   return out;
 }
 
-uint16_t FreePort() {
+namespace {
+
+bool Bindable(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(port);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+// The first port of the kernel's ephemeral range (ports it hands out for
+// bind(0) and outgoing connections).
+uint16_t EphemeralLow() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  in >> low;
+  return static_cast<uint16_t>(std::clamp(low, 2048, 65535));
+}
+
+}  // namespace
+
+uint16_t FreePort() {
+  // Below the ephemeral range: a port from bind(0) could be handed to any
+  // process binding port 0 or connecting out (the servers under test do
+  // both) before the test's server binds it. A random pick below the range
+  // collides only with another test's pick, and that one is checked.
+  static const uint16_t high = EphemeralLow();
+  const uint16_t low = high > 12000 ? 10000 : 1024;
+  static std::atomic<uint64_t> state{static_cast<uint64_t>(getpid()) * 0x9E3779B97F4A7C15ull ^
+                                     static_cast<uint64_t>(
+                                         std::chrono::steady_clock::now().time_since_epoch().count())};
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    uint64_t x = state.fetch_add(0x9E3779B97F4A7C15ull);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const uint16_t port = static_cast<uint16_t>(low + x % (high - low));
+    if (Bindable(port)) return port;
+  }
+  // Everything below the range is taken: fall back to one from the kernel.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  uint16_t port = ntohs(addr.sin_port);
   close(fd);
-  return port;
+  return ntohs(addr.sin_port);
 }
 
 bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout) {

@@ -23,7 +23,9 @@ namespace crescent::testing {
 std::mt19937_64& Rng();
 std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed);
 
-// A port on 127.0.0.1 that was free a moment ago.
+// A port on 127.0.0.1 that was free a moment ago, picked at random below the
+// kernel's ephemeral range, so that a server's own bind(0) or an outgoing
+// connection cannot take it before the test's server binds it.
 uint16_t FreePort();
 
 // True once something accepts TCP connections on 127.0.0.1:port.
