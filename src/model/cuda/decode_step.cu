@@ -225,12 +225,7 @@ __device__ __forceinline__ float LoadInput(const uint64_t* in, uint32_t tag,
           for (int b = kLoadBatch - 1; b >= 0; --b) {
             if (!ready[b]) word = in + base + b * kStep + tid * 4 + 3;
           }
-          uint64_t v;
-          LoadWords<1>(word, &v);
-          while (static_cast<uint32_t>(v >> 32) != tag) {
-            Backoff(polls, sleep_ns);
-            LoadWords<1>(word, &v);
-          }
+          WaitForTag(word, tag, polls, sleep_ns);
         }
         __syncwarp();
 #pragma unroll

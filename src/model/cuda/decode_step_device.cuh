@@ -127,6 +127,18 @@ __device__ __forceinline__ void LoadWords(const uint64_t* p, uint64_t* w) {
   }
 }
 
+// Polls one word until its high half carries `tag`; returns the word.
+__device__ __forceinline__ uint64_t WaitForTag(const uint64_t* word, uint32_t tag,
+                                               long long& polls, uint32_t sleep_ns) {
+  uint64_t v;
+  LoadWords<1>(word, &v);
+  while (static_cast<uint32_t>(v >> 32) != tag) {
+    Backoff(polls, sleep_ns);
+    LoadWords<1>(word, &v);
+  }
+  return v;
+}
+
 template <int n>
 __device__ __forceinline__ bool AllTagged(const uint64_t* w, uint32_t tag) {
   bool ready = true;
@@ -154,13 +166,7 @@ __device__ __forceinline__ void WarpLoadTagged2(const uint64_t* p0, const uint64
     const unsigned pending = __ballot_sync(0xffffffffu, !(r0 && r1));
     if (pending == 0) break;
     if (lane == __ffs(pending) - 1) {
-      const uint64_t* word = r0 ? p1 : p0;
-      uint64_t v;
-      LoadWords<1>(word, &v);
-      while (static_cast<uint32_t>(v >> 32) != tag) {
-        Backoff(polls, sleep_ns);
-        LoadWords<1>(word, &v);
-      }
+      WaitForTag(r0 ? p1 : p0, tag, polls, sleep_ns);
     }
     __syncwarp();
     if (!r0) LoadWords<1>(p0, &w0);
