@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -70,27 +70,17 @@ uint16_t FreePort() {
   // collides only with another test's pick, and that one is checked.
   static const uint16_t high = EphemeralLow();
   const uint16_t low = high > 12000 ? 10000 : 1024;
-  static std::atomic<uint64_t> state{static_cast<uint64_t>(getpid()) * 0x9E3779B97F4A7C15ull ^
-                                     static_cast<uint64_t>(
-                                         std::chrono::steady_clock::now().time_since_epoch().count())};
+  // Not Rng(): its fixed seed would give every test process the same ports.
+  thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<int> pick(low, high - 1);
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    uint64_t x = state.fetch_add(0x9E3779B97F4A7C15ull);
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const uint16_t port = static_cast<uint16_t>(low + x % (high - low));
+    const uint16_t port = static_cast<uint16_t>(pick(rng));
     if (Bindable(port)) return port;
   }
-  // Everything below the range is taken: fall back to one from the kernel.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  // A thousand random picks all taken: the host is out of ports, and any
+  // port handed out now would fail the test later with a vaguer error.
+  std::fprintf(stderr, "FreePort: no free loopback port below %u after 1000 tries\n", high);
+  std::abort();
 }
 
 bool WaitForPort(uint16_t port, std::chrono::milliseconds timeout) {
